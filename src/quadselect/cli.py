@@ -1,0 +1,151 @@
+"""The `quadselect` command line: a thin layer over the library API."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from quadselect import __version__
+from quadselect.errors import QuadselectError
+
+app = typer.Typer(
+    help="Select pretraining data by quality (influence) and diversity (cluster bandit): the Quad method.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+_state = {"debug": False}
+
+ConfigArg = Annotated[Path, typer.Argument(help="The run's YAML config file.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Re-run the stage even if its artifacts are up to date.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"quadselect {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors in the log.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    _state["debug"] = debug
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=Console(stderr=True), show_path=debug, rich_tracebacks=debug)],
+        force=True,
+    )
+
+
+def _fail(exc: BaseException) -> None:
+    if _state["debug"]:
+        raise exc
+    Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+    raise typer.Exit(code=2)
+
+
+def _run(config_path: Path, target: str | None, force: tuple[str, ...]) -> None:
+    from quadselect.api import run_pipeline
+    from quadselect.config import load_config
+    from quadselect.display import SHOW
+
+    try:
+        config = load_config(config_path)
+        results = run_pipeline(config, until=target, force=force)
+    except QuadselectError as exc:
+        _fail(exc)
+        return
+    for result in results:
+        state = "up to date" if result.skipped else f"done in {result.wall_s:.1f}s"
+        console.print(f"[bold]{result.name}[/]: {state} -> {result.path}")
+        if result.name in SHOW and (result.name == target or target is None):
+            SHOW[result.name](console, result.summary)
+
+
+@app.command()
+def run(
+    config: ConfigArg,
+    until: Annotated[str | None, typer.Option(help="Stop after this stage.")] = None,
+    force: Annotated[list[str] | None, typer.Option(help="Re-run these stages (repeatable).")] = None,
+) -> None:
+    """Run every stage of the pipeline in order, skipping stages whose artifacts are up to date."""
+    _run(config, until, tuple(force or ()))
+
+
+@app.command()
+def validate(config: ConfigArg) -> None:
+    """Check a config and print it fully resolved (defaults filled in, paths absolute)."""
+    from quadselect.config import load_config, resolved_yaml
+
+    try:
+        cfg = load_config(config)
+    except QuadselectError as exc:
+        _fail(exc)
+        return
+    sys.stdout.write(resolved_yaml(cfg))
+
+
+@app.command()
+def demo(
+    run_dir: Annotated[Path, typer.Option(help="Where the demo run is written.")] = Path("runs/demo"),
+    until: Annotated[str | None, typer.Option(help="Stop after this stage.")] = None,
+) -> None:
+    """Run the pipeline on the built-in demo pool (no download needed)."""
+    from quadselect.demo import write_demo_config
+
+    config_path = write_demo_config(run_dir)
+    console.print(f"demo config written to {config_path}")
+    _run(config_path, until, ())
+
+
+@app.command()
+def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
+    """Show which stages of a run are done, with their timings."""
+    from quadselect.pipeline import build_pipeline
+    from quadselect.run import stage_status
+
+    table = Table(title=str(run_dir))
+    for col in ("stage", "state", "wall time", "finished", "fingerprint"):
+        table.add_column(col)
+    for name in build_pipeline().stages:
+        done = stage_status(run_dir, name)
+        if done is not None:
+            table.add_row(name, "done", f"{done['wall_s']:.1f}s", done["finished"], done["fingerprint"])
+        elif (run_dir / f"{name}.partial").exists():
+            table.add_row(name, "partial (will resume)", "", "", "")
+        else:
+            table.add_row(name, "not run", "", "", "")
+    console.print(table)
+
+
+def _register_stage_commands() -> None:
+    """One command per registered stage; it runs the stage's prerequisites first (skipping finished ones)."""
+    from quadselect.pipeline import build_pipeline
+
+    for stage in build_pipeline().stages.values():
+
+        def command(config: ConfigArg, force: ForceOpt = False, _name: str = stage.name) -> None:
+            _run(config, _name, (_name,) if force else ())
+
+        command.__doc__ = stage.help
+        app.command(name=stage.name, help=stage.help)(command)
+
+
+_register_stage_commands()
+
+
+if __name__ == "__main__":
+    app()

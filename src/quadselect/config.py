@@ -1,0 +1,196 @@
+"""The run configuration: one YAML file describes a run completely.
+
+The YAML is validated into pydantic models that forbid unknown keys, so a typo is an error rather than a silently
+ignored setting. Relative paths are resolved against the directory of the config file, so a config and its data can
+move together. Every random choice in a run derives from `seed` (see `RunConfig.seed_for`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from quadselect.errors import ConfigError
+
+SourceFormat = Literal["auto", "jsonl", "parquet", "hf_disk", "hf_hub"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class SourceSpec(_Strict):
+    """One input: a local file/directory (JSONL, .jsonl.gz, .jsonl.zst, Parquet, a saved `datasets` dataset) or a
+    Hugging Face hub dataset read with streaming."""
+
+    path: Path | None = Field(None, description="Local file or directory (relative to the config file).")
+    hub: str | None = Field(None, description="Hugging Face hub dataset name, read with streaming.")
+    hub_config: str | None = Field(None, description="Hub dataset configuration name, if any.")
+    split: str = Field("train", description="Split to read for hub datasets and DatasetDicts on disk.")
+    format: SourceFormat = Field("auto", description="Input format; 'auto' decides from the file suffix.")
+    text_field: str = Field("text", description="Field holding the document text.")
+    id_field: str | None = Field(None, description="Field holding a document id; ids are generated when absent.")
+    source: str | None = Field(None, description="Source label for every document (default: the file stem).")
+    source_field: str | None = Field(None, description="Field holding a per-document source label.")
+    max_docs: int | None = Field(None, gt=0, description="Read at most this many records (useful for hub data).")
+
+    @field_validator("path")
+    @classmethod
+    def _resolve_path(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        base = (info.context or {}).get("base_dir")
+        path = value.expanduser()
+        if not path.is_absolute() and base is not None:
+            path = Path(base) / path
+        if not path.exists():
+            raise ValueError(f"path does not exist: {path}")
+        return path.resolve()
+
+    @model_validator(mode="after")
+    def _one_location(self) -> SourceSpec:
+        if (self.path is None) == (self.hub is None):
+            raise ValueError("give exactly one of 'path' (a local file or directory) or 'hub' (a dataset name)")
+        if self.hub is not None and self.format not in ("auto", "hf_hub"):
+            raise ValueError("'hub' sources are read with format 'hf_hub'")
+        return self
+
+    @property
+    def label(self) -> str:
+        """The source label used when no `source_field` is given."""
+        if self.source:
+            return self.source
+        if self.hub:
+            return self.hub.replace("/", "_")
+        name = self.path.name if self.path else "input"
+        for suffix in (".gz", ".zst", ".jsonl", ".json", ".parquet"):
+            name = name.removesuffix(suffix)
+        return name
+
+
+class DataConfig(_Strict):
+    pool: list[SourceSpec] = Field(..., min_length=1, description="The documents to select from.")
+    reference: list[SourceSpec] = Field(
+        ..., min_length=1, description="The target set the selected data should help the model on."
+    )
+    eval: list[SourceSpec] = Field(
+        default_factory=list, description="Held-out evaluation files (never selected, used by decontamination)."
+    )
+
+
+class TokenizerConfig(_Strict):
+    """The run's tokenizer: budgets are counted in its tokens."""
+
+    path: str | None = Field(
+        None, description="Local path or hub name of a tokenizer (AutoTokenizer). Null: train a byte-level BPE."
+    )
+    vocab_size: int = Field(8192, ge=259, le=1_000_000, description="Vocabulary size of a trained BPE.")
+    train_docs: int = Field(20_000, gt=0, description="Documents sampled (seeded) from the pool to train the BPE.")
+    train_chars_per_doc: int = Field(4_000, gt=0, description="Characters per sampled document used for training.")
+
+
+class PrepareConfig(_Strict):
+    """How raw input becomes normalized shards, and what happens to bad records (see README 'Bad input')."""
+
+    shard_max_docs: int = Field(50_000, gt=0, description="Documents per output shard at most.")
+    shard_max_bytes: int = Field(128 * 2**20, gt=0, description="Text bytes per output shard at most.")
+    max_chars: int = Field(100_000, gt=0, description="Documents longer than this are truncated or skipped.")
+    too_long: Literal["truncate", "skip"] = Field("truncate", description="Policy for documents over max_chars.")
+    min_chars: int = Field(1, ge=1, description="Documents shorter than this (after stripping) are skipped.")
+    bad_utf8: Literal["skip", "replace"] = Field(
+        "skip", description="Lines with invalid UTF-8: skip them, or decode with U+FFFD replacement characters."
+    )
+    max_line_bytes: int = Field(
+        64 * 2**20, gt=0, description="A JSONL line longer than this is skipped without being held in memory."
+    )
+    batch_docs: int = Field(1_000, gt=0, description="Documents tokenized and written per batch.")
+    report_examples: int = Field(5, ge=0, description="Examples (file, line) kept per kind of skipped record.")
+
+
+class RunConfig(_Strict):
+    """A whole run. Sections for stages are added as the stages exist."""
+
+    run_dir: Path = Field(..., description="Where every artifact of the run is written (relative to the config).")
+    seed: int = Field(0, ge=0, description="The seed from which every random choice in the run derives.")
+    data: DataConfig
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+
+    @field_validator("run_dir")
+    @classmethod
+    def _resolve_run_dir(cls, value: Path, info: ValidationInfo) -> Path:
+        base = (info.context or {}).get("base_dir")
+        path = value.expanduser()
+        if not path.is_absolute() and base is not None:
+            path = Path(base) / path
+        return path.resolve()
+
+    def seed_for(self, purpose: str) -> int:
+        """A stable 32-bit seed for one purpose, derived from the run seed; stages never share an RNG stream."""
+        digest = hashlib.sha256(f"{self.seed}:{purpose}".encode()).digest()
+        return int.from_bytes(digest[:4], "little")
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read and validate a YAML config; errors name the file and the offending key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}. Pass the path of a YAML config file.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys (run_dir, seed, data, ...).")
+    if overrides:
+        data = _deep_merge(data, overrides)
+    return config_from_dict(data, base_dir=path.resolve().parent, origin=str(path))
+
+
+def config_from_dict(data: dict[str, Any], *, base_dir: Path, origin: str = "<config>") -> RunConfig:
+    try:
+        return RunConfig.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, origin)) from None
+
+
+def format_validation_error(exc: ValidationError, origin: str) -> str:
+    lines = [f"{origin}: invalid configuration ({exc.error_count()} problem(s)):"]
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see docs/configuration.md for valid keys)"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        given = err.get("input")
+        shown = "" if err["type"] in ("missing", "extra_forbidden") or isinstance(given, dict) else f" (got {given!r})"
+        lines.append(f"  - {key}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def resolved_yaml(config: RunConfig) -> str:
+    """The fully resolved config (defaults filled in, paths absolute) as YAML."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

@@ -1,0 +1,1 @@
+"""Reading inputs, writing normalized shards, counting tokens, and the built-in demo pool."""

@@ -1,0 +1,126 @@
+"""Normalized document shards: Parquet files of bounded size with `doc_id, text, n_tokens, source`.
+
+Shards are the unit of streaming and of resumption for every later stage: memory is bounded by one shard, and a stage
+killed midway redoes only the shards it had not finished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from quadselect.atomic import atomic_path, read_json, write_json
+
+SHARD_SCHEMA = pa.schema(
+    [
+        ("doc_id", pa.string()),
+        ("text", pa.large_string()),
+        ("n_tokens", pa.int32()),
+        ("source", pa.string()),
+    ]
+)
+RAW_SCHEMA = pa.schema([("doc_id", pa.string()), ("text", pa.large_string()), ("source", pa.string())])
+INDEX_FILE = "index.json"
+
+
+def shard_name(i: int) -> str:
+    return f"shard-{i:05d}.parquet"
+
+
+class ShardWriter:
+    """Writes record batches into shards of at most `max_docs` documents and `max_bytes` text bytes.
+
+    Each shard is written to a temporary file and renamed when closed, so a shard on disk is always complete.
+    """
+
+    def __init__(self, directory: Path, schema: pa.Schema, *, max_docs: int, max_bytes: int) -> None:
+        self.directory = directory
+        self.schema = schema
+        self.max_docs = max_docs
+        self.max_bytes = max_bytes
+        self.shards: list[dict[str, int | str]] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._ctx = None
+        self._docs = 0
+        self._bytes = 0
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def write(self, columns: dict[str, list]) -> None:
+        """Append documents (column lists of equal length), starting new shards at the size limits."""
+        n = len(columns["doc_id"])
+        start = 0
+        while start < n:
+            if self._writer is None:
+                self._open()
+            end = start
+            while end < n and self._docs < self.max_docs:
+                size = len(columns["text"][end].encode("utf-8"))
+                if self._docs > 0 and self._bytes + size > self.max_bytes:
+                    break
+                self._docs += 1
+                self._bytes += size
+                end += 1
+            if end > start:
+                part = {k: v[start:end] for k, v in columns.items()}
+                assert self._writer is not None
+                self._writer.write_table(pa.Table.from_pydict(part, schema=self.schema))
+                start = end
+            if start < n:
+                self._close_shard()
+
+    def _open(self) -> None:
+        self._ctx = atomic_path(self.directory / shard_name(len(self.shards)))
+        tmp = self._ctx.__enter__()
+        self._writer = pq.ParquetWriter(tmp, self.schema, compression="zstd")
+        self._docs = 0
+        self._bytes = 0
+
+    def _close_shard(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        assert self._ctx is not None
+        self._ctx.__exit__(None, None, None)
+        self.shards.append({"file": shard_name(len(self.shards)), "docs": self._docs, "bytes": self._bytes})
+        self._writer = None
+        self._ctx = None
+
+    def close(self) -> list[dict[str, int | str]]:
+        self._close_shard()
+        return self.shards
+
+
+@dataclass(frozen=True)
+class ShardSet:
+    """A directory of finished shards and its index."""
+
+    directory: Path
+
+    @property
+    def files(self) -> list[Path]:
+        return [self.directory / s["file"] for s in self.index["shards"]]
+
+    @property
+    def index(self) -> dict:
+        return read_json(self.directory / INDEX_FILE)
+
+    @property
+    def num_docs(self) -> int:
+        return sum(int(s["docs"]) for s in self.index["shards"])
+
+    def iter_tables(self, columns: list[str] | None = None) -> Iterator[pa.Table]:
+        for file in self.files:
+            yield pq.read_table(file, columns=columns)
+
+    def read(self, columns: list[str] | None = None) -> pa.Table:
+        """The whole set as one table; only for sets known to be small (reference, eval, tests)."""
+        tables = list(self.iter_tables(columns))
+        return pa.concat_tables(tables) if tables else SHARD_SCHEMA.empty_table()
+
+
+def write_index(directory: Path, shards: list[dict], **extra: object) -> None:
+    write_json(directory / INDEX_FILE, {"shards": shards, **extra})

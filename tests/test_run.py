@@ -1,0 +1,128 @@
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tests.support import make_config, texts, write_jsonl
+
+from quadselect.atomic import write_json
+from quadselect.config import load_config
+from quadselect.errors import RunDirError
+from quadselect.run import MARKER, Pipeline, Runner, Stage, StageContext, run_dir_lock
+
+
+def _toy_pipeline(calls: list[str]) -> Pipeline:
+    """Three stages whose outputs depend on config values and on their inputs."""
+
+    def make(name: str, requires: tuple[str, ...]):
+        def fn(ctx: StageContext) -> dict:
+            calls.append(name)
+            upstream = "".join((ctx.input(dep) / "out.txt").read_text() for dep in requires)
+            (ctx.work_dir / "out.txt").write_text(f"{upstream}{name}{ctx.config.prepare.max_chars};")
+            return {"name": name}
+
+        return fn
+
+    pipeline = Pipeline()
+    pipeline.register(Stage("a", (), lambda c: {"max_chars": c.prepare.max_chars}, make("a", ()), "a"))
+    pipeline.register(Stage("b", ("a",), lambda c: {}, make("b", ("a",)), "b"))
+    pipeline.register(Stage("c", ("b",), lambda c: {"seed": c.seed}, make("c", ("b",)), "c"))
+    return pipeline
+
+
+def test_runner_skips_done_stages_and_reruns_changed_ones_and_their_dependents(small_inputs: Path) -> None:
+    calls: list[str] = []
+    pipeline = _toy_pipeline(calls)
+    cfg = load_config(make_config(small_inputs))
+    Runner(pipeline, cfg).run()
+    assert calls == ["a", "b", "c"]
+    assert (cfg.run_dir / "c" / "out.txt").read_text() == "a100000;b100000;c100000;"
+
+    calls.clear()
+    results = Runner(pipeline, cfg).run()
+    assert calls == [] and all(r.skipped for r in results)
+
+    calls.clear()
+    Runner(pipeline, load_config(make_config(small_inputs, seed=3))).run()
+    assert calls == ["c"]
+
+    calls.clear()
+    changed = load_config(make_config(small_inputs, seed=3, prepare={"max_chars": 5}))
+    Runner(pipeline, changed).run()
+    assert calls == ["a", "b", "c"]
+    assert (cfg.run_dir / "c" / "out.txt").read_text() == "a5;b5;c5;"
+
+    calls.clear()
+    Runner(pipeline, changed).run("b", force=("b",))
+    assert calls == ["b"]
+
+
+def test_a_stage_killed_after_finishing_but_before_publishing_is_published(small_inputs: Path) -> None:
+    calls: list[str] = []
+    pipeline = _toy_pipeline(calls)
+    cfg = load_config(make_config(small_inputs))
+    Runner(pipeline, cfg).run("a")
+    # Simulate a kill between writing the marker and renaming: move the finished dir back to .partial.
+    os.replace(cfg.run_dir / "a", cfg.run_dir / "a.partial")
+    calls.clear()
+    Runner(pipeline, cfg).run()
+    assert calls == ["b", "c"]
+    assert (cfg.run_dir / "a" / MARKER).is_file() and not (cfg.run_dir / "a.partial").exists()
+
+
+def test_partial_work_from_other_arguments_is_discarded(small_inputs: Path) -> None:
+    calls: list[str] = []
+    pipeline = _toy_pipeline(calls)
+    cfg = load_config(make_config(small_inputs))
+    stale = cfg.run_dir / "a.partial"
+    stale.mkdir(parents=True)
+    write_json(stale / "_ARGS.json", {"fingerprint": "something-else"})
+    (stale / "leftover.bin").write_bytes(b"x")
+    Runner(pipeline, cfg).run("a")
+    assert not (cfg.run_dir / "a" / "leftover.bin").exists()
+
+
+def test_second_process_is_refused_while_the_run_dir_is_locked(tmp_path: Path) -> None:
+    with (
+        run_dir_lock(tmp_path),
+        pytest.raises(RunDirError, match="in use by another quadselect process"),
+        run_dir_lock(tmp_path),
+    ):
+        pass
+    with run_dir_lock(tmp_path):  # released: usable again
+        pass
+
+
+def _big_inputs(directory: Path) -> Path:
+    rng = random.Random(0)
+    words = " ".join(texts(64)).split()
+    records = [{"text": " ".join(rng.choices(words, k=120)), "id": f"d{i}"} for i in range(12_000)]
+    write_jsonl(directory / "pool.jsonl", records)
+    write_jsonl(directory / "ref.jsonl", records[:50])
+    return make_config(directory, prepare={"shard_max_docs": 2_000, "batch_docs": 500}, tokenizer={"vocab_size": 600})
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_resume_gives_identical_shards(tmp_path: Path) -> None:
+    config = _big_inputs(tmp_path)
+    command = [sys.executable, "-m", "quadselect.cli", "--quiet", "prepare", str(config)]
+    env = {**os.environ, "QUADSELECT_NO_PROGRESS": "1"}
+    start = time.perf_counter()
+    subprocess.run(command, check=True, env=env, capture_output=True)
+    full = time.perf_counter() - start
+    reference = {p.name: p.read_bytes() for p in (tmp_path / "run" / "prepare" / "pool").glob("*.parquet")}
+    rng = random.Random(1)
+    for attempt in range(2):
+        run_dir = tmp_path / "run"
+        subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.4, 0.9) * full)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        subprocess.run(command, check=True, env=env, capture_output=True)
+        got = {p.name: p.read_bytes() for p in (run_dir / "prepare" / "pool").glob("*.parquet")}
+        assert got == reference, f"attempt {attempt}"
