@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from tests.support import texts, write_jsonl
 
 os.environ.setdefault("QUADSELECT_NO_PROGRESS", "1")

@@ -1,10 +1,10 @@
 from pathlib import Path
 
 import pytest
-from tests.support import make_config
 
 from quadselect.config import load_config
 from quadselect.errors import ConfigError
+from tests.support import make_config
 
 
 def test_valid_config_resolves_paths_and_defaults(small_inputs: Path) -> None:

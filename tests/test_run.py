@@ -7,12 +7,12 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.support import make_config, texts, write_jsonl
 
 from quadselect.atomic import write_json
 from quadselect.config import load_config
 from quadselect.errors import RunDirError
 from quadselect.run import MARKER, Pipeline, Runner, Stage, StageContext, run_dir_lock
+from tests.support import make_config, texts, write_jsonl
 
 
 def _toy_pipeline(calls: list[str]) -> Pipeline:

@@ -3,7 +3,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from tests.support import make_config, texts, write_jsonl
 
 from quadselect.api import run_pipeline
 from quadselect.config import load_config
@@ -11,6 +10,7 @@ from quadselect.data import prepare as prepare_module
 from quadselect.data.prepare import prepared_shards
 from quadselect.data.tokenizer import count_tokens, load_tokenizer
 from quadselect.errors import InputDataError
+from tests.support import make_config, texts, write_jsonl
 
 
 def _files(directory: Path) -> dict[str, bytes]:

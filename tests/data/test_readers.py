@@ -7,13 +7,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
-from tests.support import texts, write_jsonl
 
 from quadselect.config import PrepareConfig, SourceSpec
 from quadselect.data.normalize import IdRegistry, iter_documents
 from quadselect.data.problems import Problem, ProblemReport
 from quadselect.data.readers import RawRecord, iter_source
 from quadselect.errors import InputDataError
+from tests.support import texts, write_jsonl
 
 RECORDS = [{"text": t, "id": f"x{i}", "meta": {"set": "web" if i % 2 else "books"}} for i, t in enumerate(texts(25))]
 
