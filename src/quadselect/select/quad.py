@@ -1,0 +1,588 @@
+"""The Quad selection loop (DESIGN.md §2): a cluster bandit decides where to spend scoring, influence decides what
+to keep, and the selection grows round by round to a token budget.
+
+One round:
+
+1. choose B clusters: during exploration the next ones of a seeded round-robin order over all clusters, afterwards
+   the top B by Cluster Score (`bandit.py`);
+2. take m fresh (never scored, never selected) documents from each, in that cluster's seeded random order, and
+   score all of them in ONE call of `score_fn`;
+3. reward each cluster with r = mean(score) − τ and credit it (and its neighbours) in the bandit;
+4. for each accepted cluster (r > 0), best CS first: add its scored documents with score > τ, best first, then a
+   chunk of its unscored documents of `chunk_tokens` tokens, taken from the same cluster order. Tokens are counted
+   with the one-document overshoot rule of `budget.py`.
+
+The loop stops at the budget, when every cluster is exhausted, or after `max_rounds` rounds. It may stop short of
+the budget when few clusters ever beat τ; the trajectory shows why.
+
+Calibration (DESIGN.md §7): absolute τ and α mean nothing across proxies, so by default ("auto") a pilot of random
+documents is scored first, τ is set to the `tau_percentile` of the pilot's scores and α to `alpha_sd` times their
+standard deviation. Pilot documents count as scored (they are never rescored, nor selected as unscored chunks) but
+do not feed the bandit: they are a sample of the pool, not of a cluster.
+
+Resumability: every random choice derives from `seed` through `numpy.random.SeedSequence` (document orders, the
+exploration order and the pilot sample are rebuilt from it; the bandit's tie-break generator state is
+checkpointed), and `QuadSelector.state_dict()` after any step is a JSON-able dict from which
+`load_state_dict` continues to exactly the selection an uninterrupted run makes — provided `score_fn` is a
+function of the document (scores already observed are stored, never recomputed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from quadselect.select.bandit import ClusterBandit, NeighbourGraph, default_gamma
+from quadselect.select.budget import as_token_counts, take_to_budget
+
+logger = logging.getLogger(__name__)
+
+ScoreFn = Callable[[np.ndarray], np.ndarray]
+ExplorePolicy = Literal["round_robin", "none"]
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class QuadParams:
+    """Knobs of the Quad loop; None / "auto" means derived from the pool (rules in `resolve_params`).
+
+    alpha (α): exploration weight of the Cluster Score. tau (τ): reward threshold on influence scores.
+    arms_per_round (B), docs_per_arm (m), chunk_tokens, gamma (γ): see the module docstring and DESIGN.md §2.
+    alpha_sd, tau_percentile, pilot_docs: the calibration used when alpha/tau are "auto".
+    target_accepts: how many accepts should fill the budget (at least K are used); sets the default chunk size.
+    explore: "round_robin" visits every cluster once (in a seeded order) before trusting CS; "none" trusts CS from
+    the start (all arms tie at 0 before the first credit, so the first round is a seeded random pick).
+    """
+
+    alpha: float | Literal["auto"] = "auto"
+    tau: float | Literal["auto"] = "auto"
+    arms_per_round: int | None = None
+    docs_per_arm: int | None = None
+    chunk_tokens: int | None = None
+    gamma: float | Literal["auto"] = "auto"
+    max_rounds: int | None = None
+    explore: ExplorePolicy = "round_robin"
+    alpha_sd: float = 0.25
+    tau_percentile: float = 70.0
+    pilot_docs: int = 64
+    target_accepts: int = 100
+
+    def __post_init__(self) -> None:
+        for name in ("alpha", "tau", "gamma"):
+            value = getattr(self, name)
+            if isinstance(value, str) and value != "auto":
+                raise ValueError(f"{name} must be a number or 'auto', got {value!r}")
+        if self.alpha != "auto" and self.alpha < 0:
+            raise ValueError(f"alpha must be non-negative, got {self.alpha}")
+        for name in ("arms_per_round", "docs_per_arm", "chunk_tokens", "max_rounds"):
+            value = getattr(self, name)
+            if value is not None and value < (0 if name == "max_rounds" else 1):
+                raise ValueError(f"{name} must be positive, got {value}")
+        if self.explore not in ("round_robin", "none"):
+            raise ValueError(f"explore must be 'round_robin' or 'none', got {self.explore!r}")
+        if not 0 <= self.tau_percentile <= 100:
+            raise ValueError(f"tau_percentile must lie in [0, 100], got {self.tau_percentile}")
+        if self.pilot_docs < 2 or self.target_accepts < 1 or self.alpha_sd < 0:
+            raise ValueError("pilot_docs must be >= 2, target_accepts >= 1 and alpha_sd >= 0")
+
+
+@dataclass(frozen=True)
+class ResolvedParams:
+    """The numbers a run actually uses; alpha/tau stay None until the pilot has calibrated them."""
+
+    alpha: float | None
+    tau: float | None
+    arms_per_round: int
+    docs_per_arm: int
+    chunk_tokens: int
+    gamma: float
+    max_rounds: int | None
+    explore: ExplorePolicy
+    pilot_docs: int
+    alpha_sd: float
+    tau_percentile: float
+
+    @property
+    def needs_pilot(self) -> bool:
+        return self.alpha is None or self.tau is None
+
+
+def default_arms_per_round(n_clusters: int) -> int:
+    """B = K/8 (between 1 and 50): exploration then takes 8 rounds and the bandit re-decides often. The paper's
+    B = 50 of K = 10k clusters (0.5%) would mean one cluster per round at our K of tens to hundreds."""
+    return int(np.clip(round(n_clusters / 8), 1, 50))
+
+
+def default_docs_per_arm(cluster_sizes: np.ndarray) -> int:
+    """m = 8 (the paper used 10), fewer when the median non-empty cluster has under 32 documents, so that scoring
+    never eats more than a quarter of a typical cluster in one visit."""
+    sizes = cluster_sizes[cluster_sizes > 0]
+    return int(max(1, min(8, np.median(sizes) // 4))) if sizes.size else 1
+
+
+def default_chunk_tokens(budget_tokens: int, cluster_tokens: np.ndarray, target_accepts: int) -> int:
+    """budget / max(target_accepts, K): many small accepts (DESIGN.md §7 found 40 accepts too few decisions to
+    learn from), and at least one accept's worth per non-empty cluster so that the round-robin exploration, which
+    accepts every cluster whose sample beats τ, cannot fill the budget before the bandit gets to decide. Capped at a
+    quarter of the median non-empty cluster's tokens so that a good cluster can be accepted repeatedly."""
+    nonempty = cluster_tokens[cluster_tokens > 0]
+    if not nonempty.size:
+        return max(1, budget_tokens)
+    share = budget_tokens / max(target_accepts, nonempty.size)
+    return max(1, int(min(share, np.median(nonempty) / 4)))
+
+
+def resolve_params(
+    params: QuadParams,
+    cluster_ids: np.ndarray,
+    n_tokens: np.ndarray,
+    budget_tokens: int,
+    n_clusters: int,
+    neighbours: NeighbourGraph | None,
+) -> ResolvedParams:
+    """Fill every None/"auto" that does not need scores (B, m, chunk_tokens, γ) from the pool and budget."""
+    sizes = np.bincount(cluster_ids, minlength=n_clusters)
+    cluster_tokens = np.bincount(cluster_ids, weights=n_tokens, minlength=n_clusters)
+    if params.gamma == "auto":
+        gamma = default_gamma(neighbours) if neighbours is not None else 0.0
+    else:
+        gamma = float(params.gamma)
+    return ResolvedParams(
+        alpha=None if params.alpha == "auto" else float(params.alpha),
+        tau=None if params.tau == "auto" else float(params.tau),
+        arms_per_round=params.arms_per_round or default_arms_per_round(n_clusters),
+        docs_per_arm=params.docs_per_arm or default_docs_per_arm(sizes),
+        chunk_tokens=params.chunk_tokens or default_chunk_tokens(budget_tokens, cluster_tokens, params.target_accepts),
+        gamma=gamma,
+        max_rounds=params.max_rounds,
+        explore=params.explore,
+        pilot_docs=min(params.pilot_docs, cluster_ids.size),
+        alpha_sd=params.alpha_sd,
+        tau_percentile=params.tau_percentile,
+    )
+
+
+@dataclass
+class QuadResult:
+    """What a finished (or interrupted) Quad run chose and what it cost.
+
+    selected: document indices in the order they were taken; selected_round: the round each was taken in.
+    scored / scores: every document scored by a round, in scoring order, with its score (pilot excluded);
+    pilot / pilot_scores: the calibration sample. trajectory: one record per step (see `QuadSelector.step`).
+    """
+
+    selected: np.ndarray
+    selected_round: np.ndarray
+    selected_tokens: int
+    scored: np.ndarray
+    scores: np.ndarray
+    pilot: np.ndarray
+    pilot_scores: np.ndarray
+    params: ResolvedParams
+    rounds: int
+    stop_reason: str | None
+    trajectory: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def docs_scored(self) -> int:
+        """Documents scored in all, pilot included (the cost Quad saves against scoring the whole pool)."""
+        return int(self.scored.size + self.pilot.size)
+
+
+class QuadSelector:
+    """The Quad loop, one `step()` per round, checkpointable between any two steps.
+
+    cluster_ids: cluster of every document (0..K-1). n_tokens: tokens of every document (budget units).
+    budget_tokens: tokens to select. score_fn(doc_indices) -> scores: the influence scorer (any callable).
+    neighbours: centroid neighbour graph for credit sharing (None: no sharing). n_clusters: K, when clusters at the
+    end of the range are empty (default: from the graph, else max(cluster_ids) + 1). seed: every random choice of
+    the run derives from it (an int rather than a Generator, so that a resumed run can rebuild the same orders).
+
+    Typical use with a checkpoint after every round::
+
+        selector = QuadSelector(cluster_ids, n_tokens, budget, score_fn, params, seed=seed)
+        if saved_state is not None:
+            selector.load_state_dict(saved_state)
+        while not selector.done:
+            selector.step()
+            save_json(selector.state_dict())
+        result = selector.result()
+    """
+
+    def __init__(
+        self,
+        cluster_ids: np.ndarray,
+        n_tokens: np.ndarray,
+        budget_tokens: int,
+        score_fn: ScoreFn,
+        params: QuadParams | None = None,
+        *,
+        seed: int = 0,
+        neighbours: NeighbourGraph | None = None,
+        n_clusters: int | None = None,
+    ) -> None:
+        self._cluster_ids = _as_cluster_ids(cluster_ids)
+        self._n_tokens = as_token_counts(n_tokens)
+        if self._cluster_ids.size != self._n_tokens.size:
+            raise ValueError(f"{self._cluster_ids.size} cluster ids but {self._n_tokens.size} token counts")
+        if self._cluster_ids.size == 0:
+            raise ValueError("the pool is empty")
+        if n_clusters is None:
+            n_clusters = neighbours.n_arms if neighbours is not None else int(self._cluster_ids.max()) + 1
+        if self._cluster_ids.max() >= n_clusters:
+            raise ValueError(f"cluster id {self._cluster_ids.max()} is outside [0, {n_clusters})")
+        if neighbours is not None and neighbours.n_arms != n_clusters:
+            raise ValueError(f"the neighbour graph has {neighbours.n_arms} arms but there are {n_clusters} clusters")
+        if budget_tokens < 0:
+            raise ValueError(f"budget_tokens must be non-negative, got {budget_tokens}")
+        self._budget = int(budget_tokens)
+        self._score_fn = score_fn
+        self._seed = int(seed)
+        self._n_clusters = n_clusters
+        self._params = resolve_params(
+            params or QuadParams(), self._cluster_ids, self._n_tokens, self._budget, n_clusters, neighbours
+        )
+        self._fingerprint = _fingerprint(self._cluster_ids, self._n_tokens, neighbours, n_clusters)
+
+        order_seq, pilot_seq, explore_seq, tie_seq = np.random.SeedSequence(self._seed).spawn(4)
+        # Documents grouped by cluster, each group in a seeded random order: a stable sort of a random permutation.
+        shuffled = np.random.default_rng(order_seq).permutation(self._cluster_ids.size)
+        self._order = shuffled[np.argsort(self._cluster_ids[shuffled], kind="stable")]
+        self._bounds = np.concatenate([[0], np.cumsum(np.bincount(self._cluster_ids, minlength=n_clusters))])
+        self._explore_order = np.random.default_rng(explore_seq).permutation(n_clusters)
+        self._pilot_seq = pilot_seq
+
+        p = self._params
+        self._bandit = ClusterBandit(n_clusters, p.alpha or 0.0, gamma=p.gamma, neighbours=neighbours, seed=tie_seq)
+        self._cursor = self._bounds[:-1].copy()
+        self._used = np.zeros(self._cluster_ids.size, dtype=bool)
+        self._tau, self._alpha = p.tau, p.alpha
+        self._explore_pos = 0 if p.explore == "round_robin" else n_clusters
+        self._round = 0
+        self._pilot: list[int] = []
+        self._pilot_scores: list[float] = []
+        self._scored: list[int] = []
+        self._scores: list[float] = []
+        self._selected: list[int] = []
+        self._selected_round: list[int] = []
+        self._selected_tokens = 0
+        self._trajectory: list[dict[str, Any]] = []
+        self._stop_reason: str | None = None
+        self._refresh_exhausted(range(n_clusters))
+        self._check_stop()
+
+    # -- public -----------------------------------------------------------------------------------------------------
+
+    @property
+    def params(self) -> ResolvedParams:
+        return self._params
+
+    @property
+    def done(self) -> bool:
+        return self._stop_reason is not None
+
+    @property
+    def round(self) -> int:
+        return self._round
+
+    def step(self) -> dict[str, Any] | None:
+        """Run the pilot (when calibration is pending) or one round; return its trajectory record, None when done.
+
+        A record holds: round (0 for the pilot), kind ("pilot", "explore" or "ucb"), arms (chosen clusters, best
+        first), cs (their Cluster Scores when chosen), rewards, accepted (clusters with r > 0), tokens (selected so
+        far), docs_scored (so far, pilot included), selected_docs (so far); the pilot record holds tau and alpha.
+        """
+        if self.done:
+            return None
+        record = self._calibrate() if self._tau is None or self._alpha is None else self._run_round()
+        self._trajectory.append(record)
+        self._check_stop()
+        return record
+
+    def run(self, on_step: Callable[[QuadSelector], None] | None = None) -> QuadResult:
+        """Step to the end; `on_step(self)` after every step is the place to checkpoint."""
+        while not self.done:
+            self.step()
+            if on_step is not None:
+                on_step(self)
+        return self.result()
+
+    def result(self) -> QuadResult:
+        return QuadResult(
+            selected=np.asarray(self._selected, dtype=np.int64),
+            selected_round=np.asarray(self._selected_round, dtype=np.int64),
+            selected_tokens=self._selected_tokens,
+            scored=np.asarray(self._scored, dtype=np.int64),
+            scores=np.asarray(self._scores, dtype=np.float64),
+            pilot=np.asarray(self._pilot, dtype=np.int64),
+            pilot_scores=np.asarray(self._pilot_scores, dtype=np.float64),
+            params=self._current_params(),
+            rounds=self._round,
+            stop_reason=self._stop_reason,
+            trajectory=list(self._trajectory),
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """The complete loop state as plain JSON-able values (floats round-trip exactly through `json`)."""
+        return {
+            "version": STATE_VERSION,
+            "seed": self._seed,
+            "budget_tokens": self._budget,
+            "fingerprint": self._fingerprint,
+            "params": asdict(self._params),
+            "tau": self._tau,
+            "alpha": self._alpha,
+            "round": self._round,
+            "explore_pos": self._explore_pos,
+            "cursor": self._cursor.tolist(),
+            "pilot": {"docs": list(self._pilot), "scores": list(self._pilot_scores)},
+            "scored": {"docs": list(self._scored), "scores": list(self._scores)},
+            "selected": {"docs": list(self._selected), "rounds": list(self._selected_round)},
+            "selected_tokens": self._selected_tokens,
+            "bandit": self._bandit.state_dict(),
+            "trajectory": [dict(r) for r in self._trajectory],
+            "stop_reason": self._stop_reason,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from `state`; raises ValueError when it was written for other inputs, seed, budget or params."""
+        expected = {
+            "version": STATE_VERSION,
+            "seed": self._seed,
+            "budget_tokens": self._budget,
+            "fingerprint": self._fingerprint,
+            "params": asdict(self._params),
+        }
+        for key, value in expected.items():
+            if state.get(key) != value:
+                raise ValueError(
+                    f"the saved Quad state does not match this run ({key}: saved {state.get(key)!r}, now {value!r}); "
+                    "delete the saved state to start the selection afresh"
+                )
+        self._tau, self._alpha = state["tau"], state["alpha"]
+        self._round = int(state["round"])
+        self._explore_pos = int(state["explore_pos"])
+        self._cursor = np.asarray(state["cursor"], dtype=np.int64)
+        self._pilot, self._pilot_scores = list(state["pilot"]["docs"]), list(state["pilot"]["scores"])
+        self._scored, self._scores = list(state["scored"]["docs"]), list(state["scored"]["scores"])
+        self._selected, self._selected_round = list(state["selected"]["docs"]), list(state["selected"]["rounds"])
+        self._selected_tokens = int(state["selected_tokens"])
+        self._bandit.load_state_dict(state["bandit"])
+        self._trajectory = [dict(r) for r in state["trajectory"]]
+        self._stop_reason = state["stop_reason"]
+        self._used[:] = False
+        for docs in (self._pilot, self._scored, self._selected):
+            self._used[np.asarray(docs, dtype=np.int64)] = True
+
+    # -- steps ------------------------------------------------------------------------------------------------------
+
+    def _calibrate(self) -> dict[str, Any]:
+        """Score a random pilot; τ = its `tau_percentile`, α = `alpha_sd` × its sd (DESIGN.md §7)."""
+        p = self._params
+        docs = np.random.default_rng(self._pilot_seq).choice(self._cluster_ids.size, size=p.pilot_docs, replace=False)
+        scores = self._score(docs)
+        self._used[docs] = True
+        self._pilot, self._pilot_scores = docs.tolist(), scores.tolist()
+        if self._tau is None:
+            self._tau = float(np.percentile(scores, p.tau_percentile))
+        if self._alpha is None:
+            self._alpha = p.alpha_sd * float(np.std(scores, ddof=1)) if scores.size > 1 else 0.0
+        self._bandit.alpha = self._alpha
+        self._refresh_exhausted(np.unique(self._cluster_ids[docs]))
+        logger.info("Quad pilot: %d documents, tau=%.4g, alpha=%.4g", docs.size, self._tau, self._alpha)
+        return {
+            "round": 0,
+            "kind": "pilot",
+            "tau": self._tau,
+            "alpha": self._alpha,
+            "tokens": self._selected_tokens,
+            "docs_scored": self._docs_scored(),
+            "selected_docs": len(self._selected),
+        }
+
+    def _run_round(self) -> dict[str, Any]:
+        assert self._tau is not None
+        tau = self._tau
+        self._round += 1
+        arms = self._explore_arms()
+        explore = arms.size > 0
+        if not explore:
+            arms = self._bandit.select(self._params.arms_per_round)
+        cs = self._bandit.scores()[arms]
+
+        batches = [self._take(arm, max_docs=self._params.docs_per_arm) for arm in arms]
+        docs = np.concatenate(batches)
+        scores = self._score(docs)
+        self._scored.extend(docs.tolist())
+        self._scores.extend(scores.tolist())
+
+        rewards: list[float] = []
+        accepted: list[int] = []
+        start = 0
+        for arm, batch in zip(arms.tolist(), batches, strict=True):
+            arm_scores = scores[start : start + batch.size]
+            start += batch.size
+            reward = float(arm_scores.mean()) - tau
+            self._bandit.credit(arm, reward)
+            rewards.append(reward)
+            if reward > 0:
+                accepted.append(arm)
+                self._accept(arm, batch, arm_scores, tau)
+        self._refresh_exhausted(arms.tolist())
+
+        logger.debug(
+            "Quad round %d: %d arms, %d accepted, %d tokens",
+            self._round,
+            arms.size,
+            len(accepted),
+            self._selected_tokens,
+        )
+        return {
+            "round": self._round,
+            "kind": "explore" if explore else "ucb",
+            "arms": arms.tolist(),
+            "cs": cs.tolist(),
+            "rewards": rewards,
+            "accepted": accepted,
+            "tokens": self._selected_tokens,
+            "docs_scored": self._docs_scored(),
+            "selected_docs": len(self._selected),
+        }
+
+    def _accept(self, arm: int, docs: np.ndarray, scores: np.ndarray, tau: float) -> None:
+        """Add an accepted cluster's scored documents above τ (best first), then a chunk of its unscored ones."""
+        above = scores > tau
+        good = docs[above][np.argsort(-scores[above], kind="stable")]
+        self._add(take_to_budget(good, self._n_tokens, self._budget, self._selected_tokens))
+        if self._selected_tokens < self._budget:
+            self._add(self._take(arm, max_tokens=self._params.chunk_tokens))
+
+    # -- helpers ----------------------------------------------------------------------------------------------------
+
+    def _explore_arms(self) -> np.ndarray:
+        """The next B live clusters of the seeded round-robin order."""
+        arms: list[int] = []
+        while self._explore_pos < self._n_clusters and len(arms) < self._params.arms_per_round:
+            arm = int(self._explore_order[self._explore_pos])
+            self._explore_pos += 1
+            if not self._bandit.exhausted[arm]:
+                arms.append(arm)
+        return np.asarray(arms, dtype=np.int64)
+
+    def _take(self, arm: int, *, max_docs: int | None = None, max_tokens: int | None = None) -> np.ndarray:
+        """Pop fresh documents of `arm` in its seeded order: `max_docs` of them (to score), or up to `max_tokens`
+        tokens and never past the budget (an unscored chunk; the document that crosses either line is kept)."""
+        taken: list[int] = []
+        tokens = 0
+        pos, end = int(self._cursor[arm]), int(self._bounds[arm + 1])
+        while pos < end:
+            if max_docs is not None and len(taken) >= max_docs:
+                break
+            if max_tokens is not None and (tokens >= max_tokens or self._selected_tokens + tokens >= self._budget):
+                break
+            doc = int(self._order[pos])
+            pos += 1
+            if self._used[doc]:
+                continue
+            self._used[doc] = True
+            taken.append(doc)
+            tokens += int(self._n_tokens[doc])
+        self._cursor[arm] = pos
+        return np.asarray(taken, dtype=np.int64)
+
+    def _add(self, docs: np.ndarray) -> None:
+        self._used[docs] = True
+        self._selected.extend(docs.tolist())
+        self._selected_round.extend([self._round] * docs.size)
+        self._selected_tokens += int(self._n_tokens[docs].sum())
+
+    def _score(self, docs: np.ndarray) -> np.ndarray:
+        scores = np.asarray(self._score_fn(docs), dtype=np.float64)
+        if scores.shape != docs.shape:
+            raise ValueError(f"score_fn returned shape {scores.shape} for {docs.size} documents")
+        if not np.all(np.isfinite(scores)):
+            bad = docs[~np.isfinite(scores)][:5].tolist()
+            raise ValueError(f"score_fn returned non-finite scores (documents {bad}); fix the scorer or drop them")
+        return scores
+
+    def _refresh_exhausted(self, arms: Any) -> None:
+        """Skip the cursor over used documents and retire arms with nothing fresh left."""
+        for arm in arms:
+            pos, end = int(self._cursor[arm]), int(self._bounds[arm + 1])
+            while pos < end and self._used[self._order[pos]]:
+                pos += 1
+            self._cursor[arm] = pos
+            if pos == end:
+                self._bandit.exhaust(int(arm))
+
+    def _check_stop(self) -> None:
+        if self._selected_tokens >= self._budget:
+            self._stop_reason = "budget"
+        elif self._bandit.live_arms == 0:
+            self._stop_reason = "no_arms"
+        elif self._params.max_rounds is not None and self._round >= self._params.max_rounds:
+            self._stop_reason = "max_rounds"
+        if self._stop_reason is not None:
+            logger.info(
+                "Quad stopped (%s) after %d rounds: %d documents, %d of %d tokens, %d documents scored",
+                self._stop_reason,
+                self._round,
+                len(self._selected),
+                self._selected_tokens,
+                self._budget,
+                self._docs_scored(),
+            )
+
+    def _docs_scored(self) -> int:
+        return len(self._scored) + len(self._pilot)
+
+    def _current_params(self) -> ResolvedParams:
+        return ResolvedParams(**{**asdict(self._params), "alpha": self._alpha, "tau": self._tau})
+
+
+def quad_select(
+    cluster_ids: np.ndarray,
+    n_tokens: np.ndarray,
+    budget_tokens: int,
+    score_fn: ScoreFn,
+    params: QuadParams | None = None,
+    *,
+    seed: int = 0,
+    neighbours: NeighbourGraph | None = None,
+    n_clusters: int | None = None,
+) -> QuadResult:
+    """Run Quad to the end in one call (no checkpoints) with any scorer `score_fn(doc_indices) -> scores`."""
+    selector = QuadSelector(
+        cluster_ids, n_tokens, budget_tokens, score_fn, params, seed=seed, neighbours=neighbours, n_clusters=n_clusters
+    )
+    return selector.run()
+
+
+def _as_cluster_ids(cluster_ids: np.ndarray) -> np.ndarray:
+    ids = np.asarray(cluster_ids)
+    if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
+        raise ValueError(f"cluster ids must be a 1-D integer array, got shape {ids.shape} dtype {ids.dtype}")
+    ids = ids.astype(np.int64, copy=False)
+    if ids.size and ids.min() < 0:
+        raise ValueError("cluster ids must be non-negative")
+    return ids
+
+
+def _fingerprint(
+    cluster_ids: np.ndarray, n_tokens: np.ndarray, neighbours: NeighbourGraph | None, n_clusters: int
+) -> str:
+    """A digest of the inputs a saved state is only valid for."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(str(n_clusters).encode())
+    for array in (cluster_ids, n_tokens):
+        digest.update(np.ascontiguousarray(array, dtype="<i8").tobytes())
+    if neighbours is not None:
+        digest.update(neighbours.indptr.astype("<i8").tobytes())
+        digest.update(neighbours.indices.astype("<i8").tobytes())
+        digest.update(neighbours.distances.astype("<f8").tobytes())
+    return digest.hexdigest()
