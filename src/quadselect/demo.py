@@ -30,6 +30,8 @@ def demo_config_dict(run_dir: Path) -> dict[str, Any]:
             "reference": [{**source("reference.parquet"), "source_field": None, "source": "reference"}],
             "eval": [source("eval.parquet")],
         },
+        # Several shards even for the small demo, so every stage shows its per-shard streaming and resumption.
+        "prepare": {"shard_max_docs": 5_000},
     }
 
 
