@@ -131,6 +131,36 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) ->
     console.print(table)
 
 
+@app.command()
+def clusters(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory whose cluster stage is done.")],
+    top: Annotated[int, typer.Option(help="Show the largest N clusters (0: all).")] = 0,
+    sort: Annotated[str, typer.Option(help="Order by 'docs', 'tokens' or 'cluster'.")] = "docs",
+) -> None:
+    """Show the clusters: size, tokens, dominant sources, distinctive terms and two example snippets each."""
+    import pyarrow.parquet as pq
+
+    from quadselect.display import show_clusters
+    from quadselect.run import stage_status
+    from quadselect.stages.cluster import CLUSTERS_FILE
+
+    done = stage_status(run_dir, "cluster")
+    if done is None:
+        _fail(QuadselectError(f"{run_dir}: the cluster stage has not finished. Run `quadselect cluster CONFIG`."))
+        return
+    if sort not in ("docs", "tokens", "cluster"):
+        _fail(QuadselectError(f"--sort must be docs, tokens or cluster, not {sort!r}."))
+        return
+    rows = pq.read_table(run_dir / "cluster" / CLUSTERS_FILE).to_pylist()
+    rows.sort(key=lambda r: r[sort] if sort == "cluster" else -r[sort])
+    summary = done["summary"]
+    title = (
+        f"{summary['k']} clusters of {summary['docs']:,} documents (γ={summary['gamma']:.3f}, "
+        f"purity vs source {summary['purity_vs_source']:.2f}, ARI {summary['ari_vs_source']:.2f})"
+    )
+    show_clusters(console, rows[:top] if top else rows, title=title)
+
+
 def _register_stage_commands() -> None:
     """One command per registered stage; it runs the stage's prerequisites first (skipping finished ones)."""
     from quadselect.pipeline import build_pipeline

@@ -119,6 +119,46 @@ class PrepareConfig(_Strict):
     report_examples: int = Field(5, ge=0, description="Examples (file, line) kept per kind of skipped record.")
 
 
+class EmbedConfig(_Strict):
+    """Sentence embeddings of every document (the diversity half's input)."""
+
+    model: str = Field(
+        "static",
+        description="'static' (model2vec distilled from MiniLM, shipped, fast), 'minilm' (all-MiniLM-L6-v2, shipped), "
+        "or any sentence-transformers model name or local path (e.g. BAAI/bge-large-en-v1.5).",
+    )
+    max_tokens: int = Field(256, gt=0, description="Only a document's first max_tokens tokens are embedded.")
+    batch_size: int = Field(256, gt=0, description="Documents per embedding batch.")
+    device: str | None = Field(None, description="Device for transformer embedders (cpu, cuda); null: automatic.")
+
+
+class ClusterConfig(_Strict):
+    """k-means over the embeddings and the neighbour graph of the clusters (the bandit's arms)."""
+
+    k: int | Literal["auto"] = Field("auto", description="Number of clusters, or 'auto' (see docs: from pool size).")
+    gamma: float | Literal["auto"] = Field(
+        "auto",
+        description="Neighbour radius in cosine distance between centroids; 'auto': median distance to the 4th "
+        "nearest centroid, so a typical cluster shares rewards with about three neighbours.",
+    )
+    sample_per_centroid: int = Field(64, gt=0, description="k-means trains on at most this many points × k.")
+    niter: int = Field(20, gt=0, description="k-means iterations.")
+
+    @field_validator("k")
+    @classmethod
+    def _k_positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("k must be at least 1 (or 'auto')")
+        return value
+
+    @field_validator("gamma")
+    @classmethod
+    def _gamma_positive(cls, value: float | str) -> float | str:
+        if isinstance(value, float | int) and not 0 < value <= 2:
+            raise ValueError("gamma is a cosine distance: it must be in (0, 2] (or 'auto')")
+        return value
+
+
 class RunConfig(_Strict):
     """A whole run. Sections for stages are added as the stages exist."""
 
@@ -127,6 +167,8 @@ class RunConfig(_Strict):
     data: DataConfig
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+    embed: EmbedConfig = Field(default_factory=EmbedConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     @field_validator("run_dir")
     @classmethod

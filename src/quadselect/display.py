@@ -30,3 +30,21 @@ def show_prepare(console: Console, summary: dict[str, Any]) -> None:
 
 
 SHOW = {"prepare": show_prepare}
+
+
+def show_clusters(console: Console, clusters: list[dict[str, Any]], *, title: str) -> None:
+    """The cluster table of `quadselect clusters`: how a user checks that clusters mean something."""
+    table = Table(title=title, show_lines=True)
+    for col, justify in (("cluster", "right"), ("docs", "right"), ("tokens", "right"), ("dominant sources", "left"),
+                         ("distinctive terms", "left"), ("examples", "left")):
+        table.add_column(col, justify=justify, overflow="fold")
+    for row in clusters:
+        table.add_row(
+            str(row["cluster"]),
+            f"{row['docs']:,}",
+            f"{row['tokens']:,}",
+            "\n".join(row["dominant_sources"]),
+            ", ".join(row["top_terms"]),
+            "\n".join(f"“{e[:120]}”" for e in row["examples"]),
+        )
+    console.print(table)

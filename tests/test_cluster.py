@@ -1,0 +1,174 @@
+"""Spherical k-means, streaming assignment, the sparse neighbour graph, c-TF-IDF terms and agreement scores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from quadselect.atomic import TMP_PREFIX
+from quadselect.cluster import (
+    adjusted_rand,
+    assign,
+    default_num_clusters,
+    distinctive_terms,
+    kmeans_sample_size,
+    load_neighbour_graph,
+    neighbour_graph,
+    purity,
+    sample_rows,
+    save_neighbour_graph,
+    train_kmeans,
+)
+from quadselect.embed import l2_normalize, open_array, write_array
+
+
+def blobs(n_per: int, k: int, dim: int = 32, spread: float = 0.05, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """`k` tight groups of unit vectors around random directions, with their group labels."""
+    rng = np.random.default_rng(seed)
+    centres = l2_normalize(rng.standard_normal((k, dim)))
+    labels = np.repeat(np.arange(k), n_per)
+    return l2_normalize(centres[labels] + spread * rng.standard_normal((labels.size, dim))), labels
+
+
+def test_default_num_clusters_rule() -> None:
+    assert default_num_clusters(25_037) == 79
+    assert default_num_clusters(600_000_000) == 12_247
+    assert default_num_clusters(1) == 1
+    assert default_num_clusters(3) == 1
+    with pytest.raises(ValueError, match="empty"):
+        default_num_clusters(0)
+    assert kmeans_sample_size(1_000, 64) == 1_000
+    assert kmeans_sample_size(10**6, 64) == 64 * 64
+
+
+def test_kmeans_is_deterministic_given_the_seed() -> None:
+    x, _ = blobs(60, 6, spread=0.3)
+    first = train_kmeans(x, 6, seed=3, niter=10)
+    np.testing.assert_array_equal(first, train_kmeans(x, 6, seed=3, niter=10))
+    assert not np.array_equal(first, train_kmeans(x, 6, seed=4, niter=10))
+    np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, rtol=1e-5)
+    ids1, dist1 = assign(first, x)
+    ids2, dist2 = assign(train_kmeans(x, 6, seed=3, niter=10), x)
+    np.testing.assert_array_equal(ids1, ids2)
+    np.testing.assert_array_equal(dist1, dist2)
+
+
+def test_kmeans_converges_to_spherical_lloyd_fixed_point() -> None:
+    """Each centroid is the normalized mean of the rows assigned to it (the spherical k-means update)."""
+    x, _ = blobs(40, 5, spread=0.4, seed=2)
+    centroids = train_kmeans(x, 5, seed=0, niter=50)
+    ids, _ = assign(centroids, x)
+    for c in range(5):
+        np.testing.assert_allclose(centroids[c], l2_normalize(x[ids == c].sum(axis=0, keepdims=True))[0], atol=1e-5)
+
+
+def test_kmeans_separates_two_groups() -> None:
+    x, labels = blobs(50, 2)
+    ids, _ = assign(train_kmeans(x, 2, seed=0), x)
+    assert purity(labels, ids) == 1.0
+    assert adjusted_rand(labels, ids) == pytest.approx(1.0)
+
+
+def test_more_clusters_than_documents_is_a_clear_error() -> None:
+    x, _ = blobs(2, 3)
+    with pytest.raises(ValueError, match=r"K=7 clusters from 6 documents"):
+        train_kmeans(x, 7, seed=0)
+    with pytest.raises(ValueError, match="at least 1"):
+        train_kmeans(x, 0, seed=0)
+
+
+def test_assign_matches_brute_force_on_a_float16_memmap(tmp_path: Path) -> None:
+    x, _ = blobs(50, 4, spread=0.5, seed=1)
+    centroids = train_kmeans(x, 5, seed=0, niter=5)
+    write_array(tmp_path / "shard.npy", x.astype(np.float16))
+    stored = open_array(tmp_path / "shard.npy")
+    ids, dist = assign(centroids, stored, block_rows=7)
+    sims = l2_normalize(np.asarray(stored, dtype=np.float32)) @ centroids.T
+    assert ids.dtype == np.int32 and dist.dtype == np.float32
+    np.testing.assert_array_equal(ids, sims.argmax(axis=1))
+    np.testing.assert_allclose(dist, 1.0 - sims.max(axis=1), atol=1e-5)
+    with pytest.raises(ValueError, match="do not match"):
+        assign(centroids, x[:, :8])
+
+
+def test_zero_rows_get_distance_one() -> None:
+    centroids = l2_normalize(np.eye(3, dtype=np.float32))
+    _, dist = assign(centroids, np.zeros((2, 3), dtype=np.float32))
+    np.testing.assert_allclose(dist, 1.0)
+
+
+def test_sample_rows_is_seeded_and_draws_distinct_rows_from_all_shards(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    shards = []
+    for i, rows in enumerate((30, 1, 45)):
+        write_array(tmp_path / f"s{i}.npy", l2_normalize(rng.standard_normal((rows, 8))).astype(np.float16))
+        shards.append(open_array(tmp_path / f"s{i}.npy"))
+    pool = l2_normalize(np.concatenate([np.asarray(s, dtype=np.float32) for s in shards]))
+    a = sample_rows(shards, 40, seed=5)
+    np.testing.assert_array_equal(a, sample_rows(shards, 40, seed=5))
+    assert not np.array_equal(a, sample_rows(shards, 40, seed=6))
+    # Every sampled row is a distinct row of the pool.
+    matches = np.abs(a[:, None, :] - pool[None, :, :]).max(axis=2) < 1e-6
+    assert (matches.sum(axis=1) == 1).all() and len(set(matches.argmax(axis=1))) == 40
+    assert sample_rows(shards, 76, seed=0).shape == (76, 8)
+    with pytest.raises(ValueError, match="cannot sample 77 rows from 76"):
+        sample_rows(shards, 77, seed=0)
+
+
+def test_neighbour_graph_is_the_symmetric_radius_graph_computed_in_blocks() -> None:
+    centroids = l2_normalize(np.random.default_rng(2).standard_normal((40, 4)))
+    gamma = 0.5
+    graph = neighbour_graph(centroids, gamma, block_elements=100)
+    assert graph.n_arms == 40
+    pairs = {}
+    for i in range(40):
+        neigh, dist = graph.neighbours(i)
+        assert np.all(np.diff(neigh) > 0), "neighbours sorted and unique"
+        assert np.all(dist < gamma) and i not in neigh
+        pairs.update({(i, int(j)): float(d) for j, d in zip(neigh, dist, strict=True)})
+    assert all(pairs[(j, i)] == d for (i, j), d in pairs.items())
+    dense = 1.0 - centroids @ centroids.T
+    expected = {(i, j) for i in range(40) for j in range(40) if i != j and dense[i, j] < gamma}
+    assert set(pairs) == expected and len(expected) > 40
+    np.testing.assert_allclose([pairs[p] for p in sorted(pairs)], [dense[p] for p in sorted(pairs)], atol=1e-6)
+
+
+@pytest.mark.parametrize("gamma", [0.0, -0.1])
+def test_non_positive_gamma_is_a_clear_error(gamma: float) -> None:
+    with pytest.raises(ValueError, match="γ must be > 0"):
+        neighbour_graph(np.eye(3, dtype=np.float32), gamma)
+
+
+def test_neighbour_graph_save_load_roundtrip(tmp_path: Path) -> None:
+    graph = neighbour_graph(l2_normalize(np.random.default_rng(4).standard_normal((25, 3))), 0.3)
+    save_neighbour_graph(tmp_path / "graph.npz", graph)
+    loaded = load_neighbour_graph(tmp_path / "graph.npz")
+    np.testing.assert_array_equal(loaded.indptr, graph.indptr)
+    np.testing.assert_array_equal(loaded.indices, graph.indices)
+    np.testing.assert_allclose(loaded.distances, graph.distances, rtol=1e-7)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(TMP_PREFIX)] == []
+
+
+def test_distinctive_terms_pick_each_clusters_own_words() -> None:
+    texts = {
+        0: ["The select statement reads rows from a table.", "An index makes a table query fast."],
+        3: ["Thou art more lovely and more temperate, sweet love.", "Shall I compare thee, my love?"],
+        5: ["The", "a 123"],
+    }
+    terms = distinctive_terms(texts, top_n=3)
+    assert terms[0][0][0] == "table" and terms[3][0][0] == "love"
+    assert len(terms[0]) == 3 and terms[0][0][1] >= terms[0][1][1] >= terms[0][2][1] > 0
+    assert terms[5] == []
+    assert distinctive_terms({1: ["the and of"]}, top_n=3) == {1: []}
+
+
+def test_purity_and_adjusted_rand_by_hand() -> None:
+    labels = ["a", "a", "a", "b", "b", "c"]
+    clusters = [0, 0, 1, 1, 1, 1]
+    # cluster 0 is all "a" (2), cluster 1's majority is "b" (2 of 4): purity 4/6.
+    assert purity(labels, clusters) == pytest.approx(4 / 6)
+    assert purity(labels, [0, 1, 2, 3, 4, 5]) == 1.0
+    assert adjusted_rand(labels, [7, 7, 7, 9, 9, 8]) == pytest.approx(1.0)
+    assert adjusted_rand(labels, clusters) < 0.5
