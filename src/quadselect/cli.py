@@ -42,6 +42,9 @@ def main(
     ] = False,
 ) -> None:
     _state["debug"] = debug
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     logging.basicConfig(
         level=logging.WARNING if quiet else logging.INFO,
         format="%(message)s",

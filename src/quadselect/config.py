@@ -159,6 +159,108 @@ class ClusterConfig(_Strict):
         return value
 
 
+class ProxyConfig(_Strict):
+    """The proxy model influence is computed on: a transformers causal LM, or a small Llama trained here."""
+
+    model: str | None = Field(
+        None, description="Local path or hub name of a causal LM. Null: build a small Llama and pretrain it briefly."
+    )
+    trust_remote_code: bool = Field(False, description="Allow code shipped with a checkpoint to run (off: never).")
+    hidden_size: int = Field(192, gt=0, description="Built proxy: hidden size.")
+    num_layers: int = Field(4, gt=0, description="Built proxy: transformer blocks.")
+    num_heads: int = Field(6, gt=0, description="Built proxy: attention heads (must divide hidden_size).")
+    intermediate_size: int = Field(512, gt=0, description="Built proxy: MLP width.")
+    seq_len: int = Field(256, ge=16, description="Built proxy: context length (training block size).")
+    train_tokens: int = Field(1_000_000, gt=0, description="Built proxy: pretraining tokens (a seeded pool sample).")
+    batch_size: int = Field(16, gt=0, description="Built proxy: sequences per training step.")
+    lr: float = Field(3e-3, gt=0, description="Built proxy: peak learning rate (cosine schedule, 5% warmup).")
+    bf16: bool = Field(True, description="Built proxy: train under bf16 autocast (≈1.5× faster on CPU).")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ProxyConfig:
+        if self.model is None and self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        return self
+
+
+class FactorsConfig(_Strict):
+    """EK-FAC factors of the tracked layers, fitted on a seeded sample of the pool."""
+
+    include: list[str] | None = Field(
+        None,
+        description="Tracked-layer patterns (globs, or 're:' regexes) on module names. Null: every linear layer in "
+        "the transformer blocks, attention q/k/v/o and MLP.",
+    )
+    exclude: list[str] = Field(default_factory=list, description="Patterns of modules not to track.")
+    fisher: Literal["sampled", "empirical"] = Field(
+        "sampled", description="Labels for the Fisher: sampled from the model (true Fisher) or the data's own."
+    )
+    sample_docs: int = Field(512, gt=0, description="Pool documents (seeded sample) the factors are fitted on.")
+    max_length: int = Field(256, ge=2, description="Tokens per document window for factors, reference and scoring.")
+    batch_size: int = Field(8, gt=0, description="Documents per batch when fitting.")
+    damping: float = Field(0.1, gt=0, description="λ: absolute, or a multiple of the mean of Λ* (relative).")
+    damping_mode: Literal["relative", "absolute"] = Field("relative", description="How damping is read.")
+    per_head: bool = Field(False, description="Block-diagonal S per attention head for q/k/v/o projections.")
+
+
+class ReferenceConfig(_Strict):
+    """The reference direction ĝ_R = mean of normalized iHVPs of reference-document gradients."""
+
+    hessian: Literal["ekfac", "identity"] = Field(
+        "ekfac", description="Precondition with the EK-FAC inverse ('identity': plain gradients, an ablation)."
+    )
+    max_docs: int | None = Field(None, gt=0, description="Use at most this many reference documents (seeded).")
+    batch_size: int = Field(8, gt=0, description="Documents per batch.")
+
+
+SelectMethod = Literal["quad", "random", "topk_influence", "cluster_balanced", "perplexity", "dsir"]
+
+
+class SelectConfig(_Strict):
+    """How the selection is made: Quad or a baseline, to a token budget."""
+
+    method: SelectMethod = Field(
+        "quad", description="quad, random, topk_influence, cluster_balanced, perplexity or dsir."
+    )
+    budget_tokens: int | None = Field(None, gt=0, description="Token budget (the run's tokenizer).")
+    budget_fraction: float | None = Field(
+        0.1, gt=0, le=1, description="Budget as a fraction of the pool's tokens (used when budget_tokens is null)."
+    )
+    scorer: Literal["hook", "projected"] = Field(
+        "hook", description="Influence scorer: hooks + ghost norm (exact), or a random-projection sketch."
+    )
+    score_batch_size: int = Field(8, gt=0, description="Documents per scoring batch.")
+    alpha: float | Literal["auto"] = Field("auto", description="α, UCB exploration weight ('auto': 0.25 × pilot sd).")
+    tau: float | Literal["auto"] = Field("auto", description="τ, reward threshold ('auto': pilot's tau_percentile).")
+    tau_percentile: float = Field(70.0, ge=0, le=100, description="Percentile of pilot scores used as τ.")
+    alpha_sd: float = Field(0.25, ge=0, description="α as a multiple of the pilot scores' standard deviation.")
+    pilot_docs: int = Field(64, ge=2, description="Random documents scored first to calibrate τ and α.")
+    arms_per_round: int | None = Field(None, gt=0, description="B, clusters pulled per round (null: K/8, 1..50).")
+    docs_per_arm: int | None = Field(None, gt=0, description="m, documents scored per pulled cluster (null: rule).")
+    chunk_tokens: int | None = Field(None, gt=0, description="Unscored tokens an accepted cluster adds (null: rule).")
+    max_rounds: int | None = Field(None, ge=0, description="Stop after this many rounds (null: no cap).")
+    explore: Literal["round_robin", "none"] = Field("round_robin", description="First pass over every cluster?")
+    neighbours: bool = Field(True, description="Share rewards with clusters within γ (off: an ablation).")
+    perplexity_band: Literal["middle", "lowest"] = Field("middle", description="perplexity method: which band.")
+    decontaminate: Literal["drop", "flag", "off"] = Field(
+        "drop", description="Selected documents sharing long n-grams with reference/eval texts: drop, flag, or off."
+    )
+    decontaminate_ngram: int = Field(13, ge=4, description="n of the word n-grams checked for contamination.")
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> SelectConfig:
+        if self.budget_tokens is None and self.budget_fraction is None:
+            raise ValueError("give select.budget_tokens or select.budget_fraction")
+        return self
+
+
+class ExportConfig(_Strict):
+    """The selected documents, ready for a trainer."""
+
+    format: Literal["jsonl", "parquet"] = Field("jsonl", description="Output shard format.")
+    shard_tokens: int = Field(100_000_000, gt=0, description="Tokens per output shard at most.")
+
+
 class RunConfig(_Strict):
     """A whole run. Sections for stages are added as the stages exist."""
 
@@ -169,6 +271,11 @@ class RunConfig(_Strict):
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    proxy: ProxyConfig = Field(default_factory=ProxyConfig)
+    factors: FactorsConfig = Field(default_factory=FactorsConfig)
+    reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
+    select: SelectConfig = Field(default_factory=SelectConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
 
     @field_validator("run_dir")
     @classmethod

@@ -6,6 +6,10 @@ from quadselect.data.prepare import prepare_args, run_prepare
 from quadselect.run import Pipeline, Stage
 from quadselect.stages.cluster import cluster_args, run_cluster
 from quadselect.stages.embed import embed_args, run_embed
+from quadselect.stages.export import export_args, run_export
+from quadselect.stages.influence import factors_args, reference_args, run_factors, run_reference
+from quadselect.stages.proxy import proxy_args, run_proxy
+from quadselect.stages.select import run_select, select_args
 
 
 def build_pipeline() -> Pipeline:
@@ -35,6 +39,51 @@ def build_pipeline() -> Pipeline:
             args=cluster_args,
             fn=run_cluster,
             help="k-means the embeddings into clusters (the bandit's arms) and build their neighbour graph.",
+        )
+    )
+    pipeline.register(
+        Stage(
+            name="proxy",
+            requires=("prepare",),
+            args=proxy_args,
+            fn=run_proxy,
+            help="Load the proxy causal LM, or build a small Llama and pretrain it on a sample of the pool.",
+        )
+    )
+    pipeline.register(
+        Stage(
+            name="factors",
+            requires=("prepare", "proxy"),
+            args=factors_args,
+            fn=run_factors,
+            help="Fit EK-FAC factors (covariances, eigenbases, eigenvalue correction) of the tracked layers.",
+        )
+    )
+    pipeline.register(
+        Stage(
+            name="reference",
+            requires=("prepare", "proxy", "factors"),
+            args=reference_args,
+            fn=run_reference,
+            help="Compute the reference direction: the mean normalized iHVP of reference-set gradients.",
+        )
+    )
+    pipeline.register(
+        Stage(
+            name="select",
+            requires=("prepare", "cluster", "proxy", "factors", "reference"),
+            args=select_args,
+            fn=run_select,
+            help="Select documents to the token budget with Quad (or a baseline), then decontaminate.",
+        )
+    )
+    pipeline.register(
+        Stage(
+            name="export",
+            requires=("prepare", "select"),
+            args=export_args,
+            fn=run_export,
+            help="Write the selected documents (shuffled, sharded JSONL or Parquet), the manifest and selection.json.",
         )
     )
     return pipeline

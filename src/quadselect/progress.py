@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 from rich.console import Console
 from rich.progress import (
@@ -16,6 +18,7 @@ from rich.progress import (
 )
 
 _console = Console(stderr=True)
+T = TypeVar("T")
 
 
 class ProgressBar:
@@ -59,3 +62,23 @@ class ProgressBar:
 
 def progress_bar(description: str, total: int | None = None, unit: str = "items") -> ProgressBar:
     return ProgressBar(description, total, unit)
+
+
+def track(items: Iterable[T], description: str, total: int | None = None, unit: str = "batches") -> Iterator[T]:
+    """Iterate `items` with a progress bar (the adapter the influence engine's `progress=` argument takes)."""
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    with progress_bar(description, total=total, unit=unit) as bar:
+        for item in items:
+            yield item
+            bar.update(1)
+
+
+def step_callback(description: str, total: int) -> tuple[Callable[[int, int, float], None], ProgressBar]:
+    """A `progress(step, total_steps, loss)` callback for training loops, and its bar (close it when done)."""
+    bar = progress_bar(description, total=total, unit="steps")
+
+    def callback(step: int, total_steps: int, loss: float) -> None:
+        bar.update(1)
+
+    return callback, bar

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -120,6 +121,25 @@ class ShardSet:
         """The whole set as one table; only for sets known to be small (reference, eval, tests)."""
         tables = list(self.iter_tables(columns))
         return pa.concat_tables(tables) if tables else SHARD_SCHEMA.empty_table()
+
+
+def read_rows(shards: ShardSet, rows: np.ndarray, columns: list[str]) -> pa.Table:
+    """Rows by global position (concatenation of the shards in order), returned in the order of `rows`.
+
+    Only shards holding requested rows are opened, so sampling a few documents from a large pool is cheap."""
+    rows = np.asarray(rows, dtype=np.int64)
+    starts = np.cumsum([0] + [int(s["docs"]) for s in shards.index["shards"]])
+    order = np.argsort(rows, kind="stable")
+    parts = []
+    for i, file in enumerate(shards.files):
+        lo, hi = np.searchsorted(rows[order], [starts[i], starts[i + 1]])
+        if hi > lo:
+            local = rows[order[lo:hi]] - starts[i]
+            parts.append(pq.read_table(file, columns=columns).take(pa.array(local)))
+    if not parts:
+        return pa.table({c: [] for c in columns})
+    table = pa.concat_tables(parts)
+    return table.take(pa.array(np.argsort(order, kind="stable")))
 
 
 def write_index(directory: Path, shards: list[dict], **extra: object) -> None:

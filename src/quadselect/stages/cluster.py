@@ -24,7 +24,7 @@ from quadselect.cluster import (
 )
 from quadselect.config import RunConfig
 from quadselect.data.shards import ShardSet
-from quadselect.embed import l2_normalize, open_embedding_shards, write_array
+from quadselect.embed import l2_normalize, open_array, read_embedding_index, write_array
 from quadselect.errors import ConfigError
 from quadselect.progress import progress_bar
 from quadselect.run import StageContext
@@ -44,15 +44,16 @@ def cluster_args(config: RunConfig) -> dict[str, Any]:
 def run_cluster(ctx: StageContext) -> dict[str, Any]:
     """The `cluster` stage: k-means on a sample, streaming assignment, cluster table and neighbour graph."""
     cfg = ctx.config.cluster
-    arrays = open_embedding_shards(ctx.input("embed"))
+    index = read_embedding_index(ctx.input("embed"))
+    paths = [ctx.input("embed") / entry["file"] for entry in index["shards"]]
     pool = ShardSet(ctx.input("prepare") / "pool")
-    n_docs = sum(a.shape[0] for a in arrays)
+    n_docs = int(index["rows"])
     k = default_num_clusters(n_docs) if cfg.k == "auto" else cfg.k
     if k > n_docs:
         raise ConfigError(
             f"cluster.k={k} is larger than the pool ({n_docs} documents). Lower cluster.k or set it to 'auto'."
         )
-    sample = sample_rows(arrays, min(n_docs, cfg.sample_per_centroid * k), ctx.seed)
+    sample = sample_rows(paths, min(n_docs, cfg.sample_per_centroid * k), ctx.seed)
     log.info("cluster: k-means K=%d on %d of %d documents", k, sample.shape[0], n_docs)
     centroids = train_kmeans(sample, k, seed=ctx.seed, niter=cfg.niter)
     write_array(ctx.work_dir / CENTROIDS_FILE, centroids)
@@ -61,7 +62,9 @@ def run_cluster(ctx: StageContext) -> dict[str, Any]:
     assign_dir.mkdir(exist_ok=True)
     clusters, tokens, sources = [], [], []
     with progress_bar("cluster: assigning", total=n_docs, unit="docs") as bar:
-        for array, shard in zip(arrays, pool.index["shards"], strict=True):
+        for path, shard in zip(paths, pool.index["shards"], strict=True):
+            # One shard mapped at a time: pages read through a map count towards RSS while it is open.
+            array = open_array(path)
             meta = pq.read_table(pool.directory / shard["file"], columns=["doc_id", "n_tokens", "source"])
             ids, dist = assign(centroids, array)
             table = pa.table(
@@ -79,6 +82,7 @@ def run_cluster(ctx: StageContext) -> dict[str, Any]:
             tokens.append(meta["n_tokens"].to_numpy())
             sources.extend(meta["source"].to_pylist())
             bar.update(array.shape[0])
+            del array
     cluster_ids = np.concatenate(clusters)
     n_tokens = np.concatenate(tokens)
 
@@ -114,8 +118,16 @@ def auto_gamma(centroids: np.ndarray, neighbours: int = 3) -> float:
     return float(np.clip(np.median(1.0 - sims[:, want]), 1e-6, 2.0))
 
 
-def cluster_table(pool: ShardSet, cluster_ids: np.ndarray, n_tokens: np.ndarray, k: int, *, seed: int,
-                  sample_docs: int = 40, snippet_chars: int = 160) -> pa.Table:
+def cluster_table(
+    pool: ShardSet,
+    cluster_ids: np.ndarray,
+    n_tokens: np.ndarray,
+    k: int,
+    *,
+    seed: int,
+    sample_docs: int = 40,
+    snippet_chars: int = 160,
+) -> pa.Table:
     """One row per cluster: size, tokens, dominant sources, distinctive terms and two example snippets.
 
     Terms and examples come from a seeded sample of `sample_docs` documents per cluster, read shard by shard."""

@@ -26,8 +26,13 @@ def run_embed(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.config.embed
     pool = ShardSet(ctx.input("prepare") / "pool")
     embedder = load_embedder(cfg.model, max_tokens=cfg.max_tokens, device=cfg.device)
-    log.info("embed: %d documents with %s (%d dimensions, first %d tokens)", pool.num_docs, embedder.name,
-             embedder.dim, cfg.max_tokens)
+    log.info(
+        "embed: %d documents with %s (%d dimensions, first %d tokens)",
+        pool.num_docs,
+        embedder.name,
+        embedder.dim,
+        cfg.max_tokens,
+    )
     entries = []
     start = time.perf_counter()
     embedded = 0

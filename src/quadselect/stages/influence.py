@@ -1,0 +1,176 @@
+"""The `factors` and `reference` stages, and the scorer that later stages and `quadselect score` use.
+
+`factors` fits EK-FAC on a seeded sample of the pool (the training distribution, DESIGN.md §2); `reference` turns the
+reference set's gradients into the preconditioned direction ĝ_R; `PoolScorer` scores documents against ĝ_R with one
+forward and one backward per batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from quadselect.atomic import atomic_path
+from quadselect.config import FactorsConfig, RunConfig
+from quadselect.data.shards import ShardSet, read_rows
+from quadselect.influence import (
+    EkfacFactors,
+    InfluenceScorer,
+    ProjectedScorer,
+    estimate_factor_memory,
+    find_tracked_layers,
+    fit_factors,
+    reference_direction,
+)
+from quadselect.progress import track
+from quadselect.proxy import encode_texts, load_proxy, pad_documents
+from quadselect.run import StageContext
+from quadselect.stages.proxy import MODEL_DIR
+
+log = logging.getLogger(__name__)
+
+FACTORS_DIR = "ekfac"
+DIRECTION_FILE = "g_hat.safetensors"
+# Scoring reads at most this many context windows of a document (the scorer averages its windows): a long document's
+# opening windows already show what it is, and the cost per document stays bounded.
+MAX_SCORE_WINDOWS = 4
+
+
+def factors_args(config: RunConfig) -> dict[str, Any]:
+    return {"factors": config.factors.model_dump(mode="json")}
+
+
+def reference_args(config: RunConfig) -> dict[str, Any]:
+    return {"reference": config.reference.model_dump(mode="json")}
+
+
+def token_batches(
+    tokenizer: Any, texts: Sequence[str], *, batch_size: int, max_tokens: int
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Right-padded batches of documents truncated to `max_tokens` tokens (longer ones become windows later)."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids = [doc[:max_tokens] for doc in encode_texts(tokenizer, texts)]
+    for start in range(0, len(ids), batch_size):
+        batch = pad_documents(ids[start : start + batch_size], pad_id=pad_id, max_len=max_tokens)
+        yield {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+
+
+def tracked_layers(model: torch.nn.Module, cfg: FactorsConfig) -> dict[str, Any]:
+    return find_tracked_layers(model, cfg.include, cfg.exclude)
+
+
+def run_factors(ctx: StageContext) -> dict[str, Any]:
+    cfg = ctx.config.factors
+    model, tokenizer = load_proxy(ctx.input("proxy") / MODEL_DIR)
+    layers = tracked_layers(model, cfg)
+    memory = estimate_factor_memory(layers, per_head=cfg.per_head, batch_size=cfg.batch_size)
+    log.info(
+        "factors: %d tracked layers (%.2fM parameters); factors take %.1f MB, fitting peaks near %.1f MB",
+        len(layers),
+        sum(s.n_params for s in layers.values()) / 1e6,
+        memory.total / 2**20,
+        memory.fit_peak / 2**20,
+    )
+    pool = ShardSet(ctx.input("prepare") / "pool")
+    rows = np.random.default_rng(ctx.seed).permutation(pool.num_docs)[: cfg.sample_docs]
+    texts = read_rows(pool, np.sort(rows), ["text"])["text"].to_pylist()
+    batches = list(token_batches(tokenizer, texts, batch_size=cfg.batch_size, max_tokens=cfg.max_length))
+    factors = fit_factors(
+        model,
+        batches,
+        layers,
+        fisher=cfg.fisher,
+        seed=ctx.seed,
+        damping=cfg.damping,
+        damping_mode=cfg.damping_mode,
+        per_head=cfg.per_head,
+        max_length=cfg.max_length,
+        progress=lambda items, description: track(items, f"factors: {description}"),
+    )
+    factors.save(ctx.work_dir / FACTORS_DIR)
+    kinds: dict[str, int] = {}
+    for name in layers:
+        kind = name.rsplit(".", 1)[-1]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return {
+        "layers": len(layers),
+        "layer_kinds": kinds,
+        "tracked_params": int(sum(s.n_params for s in layers.values())),
+        "docs": len(texts),
+        "factor_bytes": memory.total,
+        "fisher": cfg.fisher,
+    }
+
+
+def run_reference(ctx: StageContext) -> dict[str, Any]:
+    cfg = ctx.config.reference
+    fcfg = ctx.config.factors
+    model, tokenizer = load_proxy(ctx.input("proxy") / MODEL_DIR)
+    layers = tracked_layers(model, fcfg)
+    factors = EkfacFactors.load(ctx.input("factors") / FACTORS_DIR) if cfg.hessian == "ekfac" else None
+    reference = ShardSet(ctx.input("prepare") / "reference")
+    rows = np.arange(reference.num_docs)
+    if cfg.max_docs is not None and cfg.max_docs < rows.size:
+        rows = np.sort(np.random.default_rng(ctx.seed).permutation(rows.size)[: cfg.max_docs])
+    texts = read_rows(reference, rows, ["text"])["text"].to_pylist()
+    batches = list(
+        token_batches(tokenizer, texts, batch_size=cfg.batch_size, max_tokens=MAX_SCORE_WINDOWS * fcfg.max_length)
+    )
+    g_hat = reference_direction(
+        model,
+        batches,
+        layers,
+        factors,
+        max_length=fcfg.max_length,
+        progress=lambda items, description: track(items, f"reference: {description}"),
+    )
+    with atomic_path(ctx.work_dir / DIRECTION_FILE) as tmp:
+        save_file({name: t.contiguous() for name, t in g_hat.items()}, str(tmp))
+    norm = float(torch.sqrt(sum((t.double() ** 2).sum() for t in g_hat.values())))
+    return {"docs": len(texts), "hessian": cfg.hessian, "layers": len(g_hat), "direction_norm": norm}
+
+
+class PoolScorer:
+    """Cosine influence of documents on the run's reference set, from the finished proxy and reference stages."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        factors_cfg: FactorsConfig,
+        *,
+        method: Literal["hook", "projected"] = "hook",
+        batch_size: int = 8,
+        seed: int = 0,
+    ) -> None:
+        self.model, self.tokenizer = load_proxy(run_dir / "proxy" / MODEL_DIR)
+        layers = tracked_layers(self.model, factors_cfg)
+        g_hat = load_file(str(run_dir / "reference" / DIRECTION_FILE))
+        self.max_length = factors_cfg.max_length
+        self.batch_size = batch_size
+        if method == "projected":
+            self.scorer: Any = ProjectedScorer(self.model, layers, g_hat, seed=seed, max_length=self.max_length)
+        else:
+            self.scorer = InfluenceScorer(self.model, layers, g_hat, max_length=self.max_length)
+
+    def score_texts(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(cosine influence, mean token loss) per text, float64."""
+        scores, losses = [], []
+        for batch in token_batches(
+            self.tokenizer, texts, batch_size=self.batch_size, max_tokens=MAX_SCORE_WINDOWS * self.max_length
+        ):
+            result = self.scorer.score(batch["input_ids"], batch["attention_mask"])
+            scores.append(result.scores.double().numpy())
+            losses.append(result.losses.double().numpy())
+        if not scores:
+            return np.zeros(0), np.zeros(0)
+        return np.concatenate(scores), np.concatenate(losses)
+
+    def score_rows(self, shards: ShardSet, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        texts = read_rows(shards, rows, ["text"])["text"].to_pylist()
+        return self.score_texts(texts)

@@ -1,0 +1,281 @@
+"""The `select` stage: Quad or a baseline, to the token budget, then decontamination; writes the manifest.
+
+Quad checkpoints its full state after every round (`quad_state.json`), and scoring the whole pool (top-k, perplexity)
+saves its scores shard by shard, so a killed run resumes and ends with exactly the selection an uninterrupted run
+with the same seed makes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from quadselect.atomic import atomic_path, read_json, write_json
+from quadselect.cluster import load_neighbour_graph
+from quadselect.config import RunConfig, SelectConfig
+from quadselect.data.shards import ShardSet, read_rows
+from quadselect.errors import ConfigError
+from quadselect.progress import progress_bar
+from quadselect.proxy import DocBatch, load_proxy, row_nll
+from quadselect.run import StageContext
+from quadselect.select import (
+    QuadParams,
+    QuadSelector,
+    cluster_balanced_selection,
+    dsir_selection,
+    find_contamination,
+    perplexity_band_selection,
+    random_selection,
+    topk_selection,
+)
+from quadselect.stages.cluster import ASSIGNMENTS_DIR, GRAPH_FILE
+from quadselect.stages.influence import MAX_SCORE_WINDOWS, PoolScorer, token_batches
+from quadselect.stages.proxy import MODEL_DIR
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.parquet"
+SELECTION_JSON = "selection.json"
+QUAD_STATE = "quad_state.json"
+TRAJECTORY = "trajectory.json"
+
+
+def select_args(config: RunConfig) -> dict[str, Any]:
+    return {"select": config.select.model_dump(mode="json"), "seed": config.seed}
+
+
+def budget_tokens(cfg: SelectConfig, pool_tokens: int) -> int:
+    """The budget in tokens; a budget at or above the pool's size is an error (it would select everything)."""
+    budget = cfg.budget_tokens if cfg.budget_tokens is not None else round(cfg.budget_fraction * pool_tokens)
+    if cfg.budget_tokens is not None and budget >= pool_tokens:
+        raise ConfigError(
+            f"select.budget_tokens={budget:,} is not smaller than the pool ({pool_tokens:,} tokens): there is "
+            "nothing to select. Lower the budget or use select.budget_fraction."
+        )
+    return max(1, budget)
+
+
+def run_select(ctx: StageContext) -> dict[str, Any]:
+    cfg = ctx.config.select
+    pool = ShardSet(ctx.input("prepare") / "pool")
+    assignments = pq.read_table(
+        ctx.input("cluster") / ASSIGNMENTS_DIR, columns=["doc_id", "cluster", "n_tokens", "source"]
+    )
+    cluster_ids = assignments["cluster"].to_numpy().astype(np.int64)
+    n_tokens = assignments["n_tokens"].to_numpy().astype(np.int64)
+    budget = budget_tokens(cfg, int(n_tokens.sum()))
+    cluster_summary = read_json(ctx.input("cluster") / "_COMPLETE.json")["summary"]
+    log.info("select: %s to %d tokens (%.1f%% of the pool)", cfg.method, budget, 100 * budget / n_tokens.sum())
+
+    start = time.perf_counter()
+    scores = np.full(n_tokens.size, np.nan)
+    rounds = np.full(n_tokens.size, -1, dtype=np.int64)
+    extra: dict[str, Any] = {}
+    if cfg.method == "quad":
+        selected, extra = _run_quad(ctx, pool, cluster_ids, n_tokens, budget, cluster_summary, scores, rounds)
+    elif cfg.method == "random":
+        selected = random_selection(n_tokens, budget, ctx.seed)
+    elif cfg.method == "cluster_balanced":
+        selected = cluster_balanced_selection(cluster_ids, n_tokens, budget, ctx.seed)
+    elif cfg.method == "topk_influence":
+        scores[:] = _score_pool(ctx, pool, cfg)
+        selected = topk_selection(scores, n_tokens, budget)
+        extra["docs_scored"] = int(n_tokens.size)
+    elif cfg.method == "perplexity":
+        losses = _pool_losses(ctx, pool, cfg)
+        selected = perplexity_band_selection(losses, n_tokens, budget, band=cfg.perplexity_band)
+        extra["mean_loss_selected"] = float(np.mean(losses[selected]))
+    else:
+        pool_texts = [t for table in pool.iter_tables(["text"]) for t in table["text"].to_pylist()]
+        ref_texts = ShardSet(ctx.input("prepare") / "reference").read(["text"])["text"].to_pylist()
+        selected = dsir_selection(pool_texts, ref_texts, n_tokens, budget, ctx.seed)
+    select_wall = time.perf_counter() - start
+
+    contaminated = _decontaminate(ctx, pool, selected, cfg)
+    keep = selected if cfg.decontaminate != "drop" else selected[~np.isin(selected, contaminated)]
+    manifest = pa.table(
+        {
+            "doc_id": assignments["doc_id"].take(pa.array(keep)),
+            "row": pa.array(keep, pa.int64()),
+            "cluster": pa.array(cluster_ids[keep], pa.int32()),
+            "source": assignments["source"].take(pa.array(keep)),
+            "n_tokens": pa.array(n_tokens[keep], pa.int32()),
+            "score": pa.array(scores[keep], pa.float64()),
+            "round": pa.array(rounds[keep], pa.int32()),
+            "contaminated": pa.array(np.isin(keep, contaminated)),
+        }
+    )
+    with atomic_path(ctx.work_dir / MANIFEST) as tmp:
+        pq.write_table(manifest, tmp)
+    dropped = ctx.work_dir / "decontaminated.json"
+    write_json(
+        dropped, {"mode": cfg.decontaminate, "doc_ids": assignments["doc_id"].take(pa.array(contaminated)).to_pylist()}
+    )
+
+    sources = manifest.group_by("source").aggregate([("n_tokens", "sum")]).to_pylist()
+    summary = {
+        "method": cfg.method,
+        "budget_tokens": budget,
+        "pool_tokens": int(n_tokens.sum()),
+        "pool_docs": int(n_tokens.size),
+        "tokens_selected": int(n_tokens[keep].sum()),
+        "docs_selected": int(keep.size),
+        "docs_scored": int(extra.pop("docs_scored", 0)),
+        "clusters_used": int(np.unique(cluster_ids[keep]).size),
+        "clusters": int(cluster_summary["k"]),
+        "contaminated": int(contaminated.size),
+        "decontaminate": cfg.decontaminate,
+        "select_wall_s": round(select_wall, 2),
+        "tokens_by_source": {r["source"]: int(r["n_tokens_sum"]) for r in sorted(sources, key=lambda r: r["source"])},
+        **extra,
+    }
+    summary["fraction_scored"] = round(summary["docs_scored"] / max(1, summary["pool_docs"]), 4)
+    write_json(ctx.work_dir / SELECTION_JSON, summary)
+    return summary
+
+
+def _quad_params(cfg: SelectConfig, gamma: float) -> QuadParams:
+    return QuadParams(
+        alpha=cfg.alpha,
+        tau=cfg.tau,
+        arms_per_round=cfg.arms_per_round,
+        docs_per_arm=cfg.docs_per_arm,
+        chunk_tokens=cfg.chunk_tokens,
+        gamma=gamma,
+        max_rounds=cfg.max_rounds,
+        explore=cfg.explore,
+        alpha_sd=cfg.alpha_sd,
+        tau_percentile=cfg.tau_percentile,
+        pilot_docs=cfg.pilot_docs,
+    )
+
+
+def _run_quad(
+    ctx: StageContext,
+    pool: ShardSet,
+    cluster_ids: np.ndarray,
+    n_tokens: np.ndarray,
+    budget: int,
+    cluster_summary: dict[str, Any],
+    scores: np.ndarray,
+    rounds: np.ndarray,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The bandit loop with a checkpoint after every round; the scorer only sees the documents Quad asks for."""
+    cfg = ctx.config.select
+    scorer = PoolScorer(
+        ctx.run_dir, ctx.config.factors, method=cfg.scorer, batch_size=cfg.score_batch_size, seed=ctx.seed
+    )
+    graph = load_neighbour_graph(ctx.input("cluster") / GRAPH_FILE) if cfg.neighbours else None
+    gamma = float(cluster_summary["gamma"]) if cfg.neighbours else "auto"
+    selector = QuadSelector(
+        cluster_ids,
+        n_tokens,
+        budget,
+        lambda rows: scorer.score_rows(pool, rows)[0],
+        _quad_params(cfg, gamma),
+        seed=ctx.seed,
+        neighbours=graph,
+        n_clusters=int(cluster_summary["k"]),
+    )
+    state_path = ctx.work_dir / QUAD_STATE
+    if state_path.is_file():
+        selector.load_state_dict(read_json(state_path))
+        log.info("select: resumed Quad at round %d", selector.round)
+    with progress_bar("select: Quad rounds", total=None, unit="rounds") as bar:
+        while selector.step() is not None:
+            write_json(state_path, selector.state_dict())
+            bar.update(1)
+    result = selector.result()
+    scores[result.scored] = result.scores
+    rounds[result.selected] = result.selected_round
+    write_json(ctx.work_dir / TRAJECTORY, json.loads(json.dumps(result.trajectory, default=_jsonable)))
+    return result.selected, {
+        "docs_scored": result.docs_scored,
+        "rounds": result.rounds,
+        "stop_reason": result.stop_reason,
+        "tau": float(result.params.tau),
+        "alpha": float(result.params.alpha),
+        "arms_per_round": int(result.params.arms_per_round),
+        "docs_per_arm": int(result.params.docs_per_arm),
+        "chunk_tokens": int(result.params.chunk_tokens),
+        "gamma": float(result.params.gamma),
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def _per_shard(ctx: StageContext, pool: ShardSet, name: str, compute: Any) -> np.ndarray:
+    """Run `compute(rows)` shard by shard, keeping each finished shard's values so a killed run resumes."""
+    out_dir = ctx.work_dir / name
+    out_dir.mkdir(exist_ok=True)
+    values = []
+    offset = 0
+    with progress_bar(f"select: {name}", total=pool.num_docs, unit="docs") as bar:
+        for shard in pool.index["shards"]:
+            rows = np.arange(offset, offset + int(shard["docs"]))
+            path = out_dir / (shard["file"].removesuffix(".parquet") + ".npy")
+            if not path.is_file():
+                with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+                    np.save(fh, compute(rows), allow_pickle=False)
+            values.append(np.load(path, allow_pickle=False))
+            offset += rows.size
+            bar.update(rows.size)
+    return np.concatenate(values)
+
+
+def _score_pool(ctx: StageContext, pool: ShardSet, cfg: SelectConfig) -> np.ndarray:
+    """Influence of every pool document: the cost top-k pays and Quad avoids."""
+    scorer = PoolScorer(
+        ctx.run_dir, ctx.config.factors, method=cfg.scorer, batch_size=cfg.score_batch_size, seed=ctx.seed
+    )
+    return _per_shard(ctx, pool, "pool_scores", lambda rows: scorer.score_rows(pool, rows)[0])
+
+
+def _pool_losses(ctx: StageContext, pool: ShardSet, cfg: SelectConfig) -> np.ndarray:
+    """Mean next-token loss of every pool document under the proxy (forward passes only)."""
+    model, tokenizer = load_proxy(ctx.run_dir / "proxy" / MODEL_DIR)
+    max_tokens = MAX_SCORE_WINDOWS * ctx.config.factors.max_length
+    context = ctx.config.factors.max_length
+
+    @torch.no_grad()
+    def losses(rows: np.ndarray) -> np.ndarray:
+        texts = read_rows(pool, rows, ["text"])["text"].to_pylist()
+        out = []
+        for batch in token_batches(tokenizer, texts, batch_size=cfg.score_batch_size, max_tokens=max_tokens):
+            ids, mask = batch["input_ids"][:, :context], batch["attention_mask"][:, :context]
+            nll, count = row_nll(model, DocBatch(ids, mask, torch.arange(ids.shape[0])))
+            out.append((nll / count.clamp(min=1)).double().numpy())
+        return np.concatenate(out) if out else np.zeros(0)
+
+    return _per_shard(ctx, pool, "pool_losses", losses)
+
+
+def _decontaminate(ctx: StageContext, pool: ShardSet, selected: np.ndarray, cfg: SelectConfig) -> np.ndarray:
+    """Selected rows that share a long n-gram with the reference set or the eval split."""
+    if cfg.decontaminate == "off" or selected.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    protected = []
+    for role in ("reference", "eval"):
+        directory = ctx.input("prepare") / role
+        if directory.exists():
+            protected.extend(ShardSet(directory).read(["text"])["text"].to_pylist())
+    texts = read_rows(pool, selected, ["text"])["text"].to_pylist()
+    found = find_contamination(texts, protected, n=cfg.decontaminate_ngram)
+    if found.flagged.size:
+        log.warning(
+            "select: %d selected documents overlap reference/eval text (%s)", found.flagged.size, cfg.decontaminate
+        )
+    return np.asarray(selected)[found.flagged].astype(np.int64)
