@@ -164,6 +164,50 @@ def clusters(
     show_clusters(console, rows[:top] if top else rows, title=title)
 
 
+@app.command()
+def score(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory whose reference stage is done.")],
+    docs: Annotated[Path, typer.Option("--docs", help="A JSONL (.gz/.zst) or Parquet file of documents.")],
+    text_field: Annotated[str, typer.Option(help="Field holding the text.")] = "text",
+    id_field: Annotated[str | None, typer.Option(help="Field holding an id (generated when absent).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write all scores here (.jsonl or .parquet).")] = None,
+    show: Annotated[int, typer.Option(help="Print the N highest and lowest scored documents.")] = 5,
+) -> None:
+    """Score documents against a run's reference direction (cosine influence; positive helps the reference set)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from quadselect.atomic import write_text
+    from quadselect.stages.influence import score_file
+
+    if not docs.is_file():
+        _fail(QuadselectError(f"--docs {docs}: no such file."))
+        return
+    try:
+        rows = score_file(run_dir, docs, text_field=text_field, id_field=id_field)
+    except QuadselectError as exc:
+        _fail(exc)
+        return
+    ranked = sorted(rows, key=lambda r: -r["score"])
+    table = Table(title=f"{len(rows)} documents scored against {run_dir}")
+    for col in ("rank", "doc_id", "influence", "loss", "text"):
+        table.add_column(col, overflow="fold")
+    picked = ranked if len(ranked) <= 2 * show else ranked[:show] + ranked[-show:]
+    for row in picked:
+        rank = ranked.index(row) + 1
+        table.add_row(str(rank), row["doc_id"], f"{row['score']:+.5f}", f"{row['loss']:.3f}", row["text"][:80])
+    console.print(table)
+    if out is not None:
+        records = [{k: r[k] for k in ("doc_id", "score", "loss")} for r in rows]
+        if out.suffix == ".parquet":
+            pq.write_table(pa.Table.from_pylist(records), out)
+        else:
+            import json
+
+            write_text(out, "".join(json.dumps(r) + "\n" for r in records))
+        console.print(f"scores written to {out}")
+
+
 def _register_stage_commands() -> None:
     """One command per registered stage; it runs the stage's prerequisites first (skipping finished ones)."""
     from quadselect.pipeline import build_pipeline

@@ -29,7 +29,40 @@ def show_prepare(console: Console, summary: dict[str, Any]) -> None:
     console.print(table)
 
 
-SHOW = {"prepare": show_prepare}
+def show_cluster(console: Console, summary: dict[str, Any]) -> None:
+    console.print(
+        f"{summary['k']} clusters (γ={summary['gamma']:.3f}, {summary['mean_neighbours']} neighbours on average); "
+        f"purity vs source {summary['purity_vs_source']:.2f}, ARI {summary['ari_vs_source']:.2f}. "
+        "See them with `quadselect clusters RUN_DIR`."
+    )
+
+
+def show_select(console: Console, summary: dict[str, Any]) -> None:
+    scored = summary["docs_scored"]
+    console.print(
+        f"[bold]{summary['method']}[/]: {summary['tokens_selected']:,} tokens in "
+        f"{summary['docs_selected']:,} documents "
+        f"(budget {summary['budget_tokens']:,}) from {summary['clusters_used']} of {summary['clusters']} clusters; "
+        f"scored {scored:,} of {summary['pool_docs']:,} documents ({summary['fraction_scored']:.1%} of the pool); "
+        f"{summary['contaminated']} contaminated ({summary['decontaminate']})."
+    )
+    table = Table(title="Selection by source")
+    for col in ("source", "tokens", "share"):
+        table.add_column(col, justify="left" if col == "source" else "right")
+    total = max(1, summary["tokens_selected"])
+    for name, tokens in sorted(summary["tokens_by_source"].items(), key=lambda kv: -kv[1]):
+        table.add_row(name, f"{tokens:,}", f"{tokens / total:.1%}")
+    console.print(table)
+
+
+def show_export(console: Console, summary: dict[str, Any]) -> None:
+    console.print(
+        f"The selection: {summary['docs']:,} documents, {summary['tokens']:,} tokens in {summary['files']} file(s) "
+        f"under [bold]{summary['path']}[/] (documents/, manifest.parquet, selection.json)."
+    )
+
+
+SHOW = {"prepare": show_prepare, "cluster": show_cluster, "select": show_select, "export": show_export}
 
 
 def show_clusters(console: Console, clusters: list[dict[str, Any]], *, title: str) -> None:

@@ -119,3 +119,25 @@ def test_budget_larger_than_the_pool_is_a_clear_error(topic_pool: Path) -> None:
     cfg = tiny_config(topic_pool, select={"budget_tokens": 10**9, "budget_fraction": None})
     with pytest.raises(ConfigError, match=r"select.budget_tokens=1,000,000,000 is not smaller than the pool"):
         run_pipeline(cfg, until="select")
+
+
+def test_score_command_ranks_reference_like_text_first(topic_pool: Path) -> None:
+    from typer.testing import CliRunner
+
+    from quadselect.cli import app
+
+    cfg = tiny_config(topic_pool)
+    run_pipeline(cfg, until="reference")
+    docs = write_jsonl(
+        topic_pool / "docs.jsonl",
+        [
+            {"text": "love heart night star moon sweet dream rose fair light eyes soul kiss love rose night"},
+            {"text": "select from where table index query join column row database postgres insert select"},
+        ],
+    )
+    out = topic_pool / "scores.jsonl"
+    result = CliRunner().invoke(app, ["--quiet", "score", str(cfg.run_dir), "--docs", str(docs), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    scores = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [s["doc_id"] for s in scores] == ["docs-0", "docs-1"]
+    assert scores[0]["score"] > scores[1]["score"]

@@ -174,3 +174,28 @@ class PoolScorer:
     def score_rows(self, shards: ShardSet, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         texts = read_rows(shards, rows, ["text"])["text"].to_pylist()
         return self.score_texts(texts)
+
+
+def score_file(
+    run_dir: Path, docs: Path, *, text_field: str = "text", id_field: str | None = None, batch_size: int = 8
+) -> list[dict[str, Any]]:
+    """Score the documents of a JSONL/Parquet file against a finished run's reference direction."""
+    from quadselect.config import PrepareConfig, SourceSpec, load_config
+    from quadselect.data.normalize import IdRegistry, iter_documents
+    from quadselect.data.problems import ProblemReport
+    from quadselect.errors import InputDataError
+
+    config = load_config(run_dir / "config.resolved.yaml")
+    if not (run_dir / "reference" / DIRECTION_FILE).is_file():
+        raise InputDataError(f"{run_dir}: the reference stage has not finished. Run `quadselect run CONFIG` first.")
+    spec = SourceSpec(path=docs, text_field=text_field, id_field=id_field)
+    report = ProblemReport()
+    documents = list(iter_documents(spec, PrepareConfig(), report, IdRegistry()))
+    if not documents:
+        raise InputDataError(f"{docs}: no usable document (problems: {dict(report.counts) or 'none'}).")
+    scorer = PoolScorer(run_dir, config.factors, batch_size=batch_size)
+    scores, losses = scorer.score_texts([d.text for d in documents])
+    return [
+        {"doc_id": doc.doc_id, "score": float(score), "loss": float(loss), "text": doc.text}
+        for doc, score, loss in zip(documents, scores, losses, strict=True)
+    ]
