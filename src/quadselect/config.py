@@ -321,7 +321,7 @@ def format_validation_error(exc: ValidationError, origin: str) -> str:
         key = ".".join(str(part) for part in err["loc"]) or "(top level)"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see docs/configuration.md for valid keys)"
+            msg = "unknown key (check the spelling; `quadselect validate` on a good config lists every key)"
         elif err["type"] == "missing":
             msg = "required key is missing"
         given = err.get("input")
