@@ -104,8 +104,8 @@ def test_sample_rows_is_seeded_and_draws_distinct_rows_from_all_shards(tmp_path:
     shards = []
     for i, rows in enumerate((30, 1, 45)):
         write_array(tmp_path / f"s{i}.npy", l2_normalize(rng.standard_normal((rows, 8))).astype(np.float16))
-        shards.append(open_array(tmp_path / f"s{i}.npy"))
-    pool = l2_normalize(np.concatenate([np.asarray(s, dtype=np.float32) for s in shards]))
+        shards.append(tmp_path / f"s{i}.npy")
+    pool = l2_normalize(np.concatenate([np.asarray(open_array(s), dtype=np.float32) for s in shards]))
     a = sample_rows(shards, 40, seed=5)
     np.testing.assert_array_equal(a, sample_rows(shards, 40, seed=5))
     assert not np.array_equal(a, sample_rows(shards, 40, seed=6))

