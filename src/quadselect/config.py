@@ -197,6 +197,12 @@ class FactorsConfig(_Strict):
     )
     sample_docs: int = Field(512, gt=0, description="Pool documents (seeded sample) the factors are fitted on.")
     max_length: int = Field(256, ge=2, description="Tokens per document window for factors, reference and scoring.")
+    max_windows: int = Field(
+        4,
+        gt=0,
+        description="Reference and scored documents are read up to max_windows × max_length tokens; longer ones are "
+        "cut. Each window is scored and the scores averaged.",
+    )
     batch_size: int = Field(8, gt=0, description="Documents per batch when fitting.")
     damping: float = Field(0.1, gt=0, description="λ: absolute, or a multiple of the mean of Λ* (relative).")
     damping_mode: Literal["relative", "absolute"] = Field("relative", description="How damping is read.")

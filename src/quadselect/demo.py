@@ -32,6 +32,10 @@ def demo_config_dict(run_dir: Path) -> dict[str, Any]:
         },
         # Several shards even for the small demo, so every stage shows its per-shard streaming and resumption.
         "prepare": {"shard_max_docs": 5_000},
+        # Sized so `make demo` finishes in about ten minutes on 2 CPU cores (see README, "The demo").
+        "proxy": {"train_tokens": 500_000},
+        "factors": {"sample_docs": 256, "max_windows": 1},
+        "select": {"docs_per_arm": 4},
     }
 
 

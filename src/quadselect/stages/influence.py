@@ -37,9 +37,6 @@ log = logging.getLogger(__name__)
 
 FACTORS_DIR = "ekfac"
 DIRECTION_FILE = "g_hat.safetensors"
-# Scoring reads at most this many context windows of a document (the scorer averages its windows): a long document's
-# opening windows already show what it is, and the cost per document stays bounded.
-MAX_SCORE_WINDOWS = 4
 
 
 def factors_args(config: RunConfig) -> dict[str, Any]:
@@ -120,7 +117,7 @@ def run_reference(ctx: StageContext) -> dict[str, Any]:
         rows = np.sort(np.random.default_rng(ctx.seed).permutation(rows.size)[: cfg.max_docs])
     texts = read_rows(reference, rows, ["text"])["text"].to_pylist()
     batches = list(
-        token_batches(tokenizer, texts, batch_size=cfg.batch_size, max_tokens=MAX_SCORE_WINDOWS * fcfg.max_length)
+        token_batches(tokenizer, texts, batch_size=cfg.batch_size, max_tokens=fcfg.max_windows * fcfg.max_length)
     )
     g_hat = reference_direction(
         model,
@@ -152,6 +149,8 @@ class PoolScorer:
         layers = tracked_layers(self.model, factors_cfg)
         g_hat = load_file(str(run_dir / "reference" / DIRECTION_FILE))
         self.max_length = factors_cfg.max_length
+        # A long document's opening windows already show what it is; reading at most max_windows bounds the cost.
+        self.max_tokens = factors_cfg.max_windows * factors_cfg.max_length
         self.batch_size = batch_size
         if method == "projected":
             self.scorer: Any = ProjectedScorer(self.model, layers, g_hat, seed=seed, max_length=self.max_length)
@@ -162,7 +161,7 @@ class PoolScorer:
         """(cosine influence, mean token loss) per text, float64."""
         scores, losses = [], []
         for batch in token_batches(
-            self.tokenizer, texts, batch_size=self.batch_size, max_tokens=MAX_SCORE_WINDOWS * self.max_length
+            self.tokenizer, texts, batch_size=self.batch_size, max_tokens=self.max_tokens
         ):
             result = self.scorer.score(batch["input_ids"], batch["attention_mask"])
             scores.append(result.scores.double().numpy())

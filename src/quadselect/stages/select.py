@@ -36,7 +36,7 @@ from quadselect.select import (
     topk_selection,
 )
 from quadselect.stages.cluster import ASSIGNMENTS_DIR, GRAPH_FILE
-from quadselect.stages.influence import MAX_SCORE_WINDOWS, PoolScorer, token_batches
+from quadselect.stages.influence import PoolScorer, token_batches
 from quadselect.stages.proxy import MODEL_DIR
 
 log = logging.getLogger(__name__)
@@ -247,7 +247,7 @@ def _score_pool(ctx: StageContext, pool: ShardSet, cfg: SelectConfig) -> np.ndar
 def _pool_losses(ctx: StageContext, pool: ShardSet, cfg: SelectConfig) -> np.ndarray:
     """Mean next-token loss of every pool document under the proxy (forward passes only)."""
     model, tokenizer = load_proxy(ctx.run_dir / "proxy" / MODEL_DIR)
-    max_tokens = MAX_SCORE_WINDOWS * ctx.config.factors.max_length
+    max_tokens = ctx.config.factors.max_length
     context = ctx.config.factors.max_length
 
     @torch.no_grad()
