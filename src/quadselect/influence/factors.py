@@ -1,0 +1,299 @@
+"""Fitting EK-FAC factors on a model: covariances → eigendecomposition → eigenvalue correction.
+
+The three steps mirror the math (and kronfluence's naming): :func:`fit_covariances` accumulates
+A = E[a aᵀ] and S = E[g gᵀ] over tokens, :func:`eigendecompose` diagonalizes them in float64, and
+:func:`fit_eigenvalue_correction` measures Λ* = E[(Q_Sᵀ ∇W Q_A)²] over per-document gradients.
+:func:`fit_factors` runs all three. Fit on a sample of the *pool* (the training distribution).
+
+Fisher: by default targets are **sampled** from the model's own predictive distribution, giving
+the true Fisher, which equals the Gauss–Newton matrix G of DESIGN.md §2 for softmax
+cross-entropy. The empirical Fisher (the data's own next tokens, ``fisher="empirical"``) is
+cheaper to reason about but is not a curvature matrix: it scales with the loss, so badly fitted
+documents dominate it (Kunstner et al., 2019). Offered for ablations and library comparisons.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from quadselect.influence.ekfac import (
+    DampingMode,
+    EkfacFactors,
+    LayerFactors,
+    eigenvectors,
+    to_eigenbasis,
+)
+from quadselect.influence.hooks import (
+    Progress,
+    TappedModel,
+    accumulate,
+    compute_dtype,
+    with_progress,
+)
+from quadselect.influence.layers import LayerSpec
+from quadselect.influence.loss import Chunk, split_long_documents
+
+logger = logging.getLogger(__name__)
+
+Batch = Mapping[str, Tensor]
+Fisher = Literal["sampled", "empirical"]
+
+
+def context_length(model: nn.Module) -> int | None:
+    """The model's maximum sequence length, from its config (None when it does not say)."""
+    config = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, key, None)
+        if value:
+            return int(value)
+    return None
+
+
+def iter_chunks(
+    batches: Iterable[Batch], max_length: int | None, progress: Progress | None, description: str
+) -> Iterator[Chunk]:
+    """Every batch's documents, cut at ``max_length`` (each window counts as one document)."""
+    for batch in with_progress(batches, progress, description):
+        yield from split_long_documents(batch["input_ids"], batch["attention_mask"], max_length)
+
+
+def _target_positions(chunk: Chunk, device: torch.device) -> Tensor:
+    """(B, T) bool: tokens whose output carries a gradient (they have a next-token target)."""
+    mask = chunk.attention_mask.to(device).bool()
+    return torch.cat([mask[:, 1:], torch.zeros_like(mask[:, :1])], dim=1)
+
+
+def _generator(model: nn.Module, seed: int) -> torch.Generator:
+    return torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+
+
+@dataclass
+class Covariances:
+    """Running sums of a aᵀ and g gᵀ per layer, and the token count that normalizes them.
+
+    ``activation[name]`` is (d_in, d_in), or the (vocab,) diagonal for embeddings;
+    ``gradient[name]`` is (d_out, d_out), or (n_heads, head_dim, head_dim) diagonal blocks.
+    """
+
+    activation: dict[str, Tensor]
+    gradient: dict[str, Tensor]
+    n_tokens: int
+
+
+def fit_covariances(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    layers: dict[str, LayerSpec],
+    *,
+    fisher: Fisher = "sampled",
+    seed: int = 0,
+    per_head: bool = False,
+    max_length: int | None = None,
+    progress: Progress | None = None,
+) -> Covariances:
+    """Accumulate A and S over every target token of ``batches``.
+
+    The loss is the sum of per-document mean losses, so a token's output gradient carries a 1/T_d
+    factor; it is multiplied back by T_d here so that S is E[g gᵀ] of per-token losses and does
+    not over-weight short documents (DESIGN.md §7, "Traps").
+    """
+    device = next(model.parameters()).device
+    acts: dict[str, Tensor] = {}
+    grads: dict[str, Tensor] = {}
+    state: dict[str, Tensor] = {}
+
+    def collect(spec: LayerSpec, a: Tensor, g: Tensor) -> None:
+        positions = state["positions"]
+        g_tokens = (g * state["n_targets"].to(g)[:, None, None])[positions]
+        if spec.kind == "embedding":
+            counts = torch.bincount(a[positions], minlength=spec.d_in).to(g.dtype)
+            accumulate(acts, spec.name, counts)
+        else:
+            a_tokens = a[positions]
+            accumulate(acts, spec.name, a_tokens.t() @ a_tokens)
+        if per_head and spec.head_dim:
+            blocks = g_tokens.view(g_tokens.shape[0], -1, spec.head_dim)
+            accumulate(grads, spec.name, torch.einsum("nbi,nbj->bij", blocks, blocks))
+        else:
+            accumulate(grads, spec.name, g_tokens.t() @ g_tokens)
+
+    generator = _generator(model, seed)
+    tapped = TappedModel(model, layers, collect)
+    n_tokens = 0
+    with tapped.installed():
+        for chunk in iter_chunks(batches, max_length, progress, "factors: covariances"):
+            state["positions"] = _target_positions(chunk, device)
+            state["n_targets"] = chunk.n_targets.to(device)
+            tapped.run(chunk.input_ids, chunk.attention_mask, fisher, generator)
+            n_tokens += int(chunk.n_targets.sum())
+    if n_tokens == 0 or not acts:
+        raise ValueError("no next-token target in the batches; documents need ≥ 2 tokens")
+    return Covariances(
+        {k: v / n_tokens for k, v in acts.items()},
+        {k: v / n_tokens for k, v in grads.items()},
+        n_tokens,
+    )
+
+
+def eigendecompose(covariances: Covariances, dtype: torch.dtype) -> dict[str, tuple[Tensor | None, Tensor]]:
+    """(Q_A, Q_S) per layer, decomposed in float64 and stored in ``dtype``.
+
+    A diagonal A (embeddings) has the identity as eigenbasis: Q_A is None.
+    """
+    bases = {}
+    for name, a_cov in covariances.activation.items():
+        q_a = None if a_cov.dim() == 1 else eigenvectors(a_cov).to(dtype)
+        bases[name] = (q_a, eigenvectors(covariances.gradient[name]).to(dtype))
+    return bases
+
+
+def fit_eigenvalue_correction(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    layers: dict[str, LayerSpec],
+    bases: dict[str, tuple[Tensor | None, Tensor]],
+    *,
+    fisher: Fisher = "sampled",
+    seed: int = 1,
+    max_length: int | None = None,
+    progress: Progress | None = None,
+) -> tuple[dict[str, Tensor], int]:
+    """Λ* = E_d[(Q_Sᵀ ∇W L_d Q_A)²] per layer, over documents d, and the number of documents.
+
+    ∇W L_d is the gradient of document d's *mean* loss, the same per-document loss the scorer
+    differentiates, so the preconditioner and the scored gradients share one scale.
+    """
+    device = next(model.parameters()).device
+    sums: dict[str, Tensor] = {}
+
+    def collect(spec: LayerSpec, a: Tensor, g: Tensor) -> None:
+        q_a, q_s = bases[spec.name]
+        rotated = to_eigenbasis(spec.per_doc_grads(a, g), q_s.to(device, g.dtype), None if q_a is None else q_a.to(g))
+        accumulate(sums, spec.name, rotated.square().sum(dim=0))
+
+    generator = _generator(model, seed)
+    tapped = TappedModel(model, layers, collect)
+    n_docs = 0
+    with tapped.installed():
+        for chunk in iter_chunks(batches, max_length, progress, "factors: eigenvalue correction"):
+            tapped.run(chunk.input_ids, chunk.attention_mask, fisher, generator)
+            n_docs += int((chunk.n_targets > 0).sum())
+    if n_docs == 0:
+        raise ValueError("no document with a next-token target in the batches")
+    return {k: v / n_docs for k, v in sums.items()}, n_docs
+
+
+def _reiterable(batches: Iterable[Batch]) -> Iterable[Batch]:
+    if iter(batches) is batches:
+        raise TypeError(
+            "fit_factors reads the batches twice (covariances, then eigenvalue correction); "
+            "pass a list or another re-iterable collection, not a generator"
+        )
+    return batches
+
+
+def fit_factors(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    layers: dict[str, LayerSpec],
+    *,
+    fisher: Fisher = "sampled",
+    seed: int = 0,
+    damping: float = 0.1,
+    damping_mode: DampingMode = "relative",
+    per_head: bool = False,
+    max_length: int | None = None,
+    progress: Progress | None = None,
+) -> EkfacFactors:
+    """Fit EK-FAC factors for ``layers`` on ``batches`` (dicts of right-padded input_ids and
+    attention_mask); two passes over the data.
+
+    ``per_head`` uses one S block per attention head on projections whose outputs are laid out
+    by head (LayerSpec.head_dim set): cheaper eigendecompositions, fewer cross-head terms.
+    ``max_length`` defaults to the model's context length; longer documents are cut into windows.
+    """
+    batches = _reiterable(batches)
+    max_length = max_length or context_length(model)
+    dtype = compute_dtype(model)
+    covariances = fit_covariances(
+        model,
+        batches,
+        layers,
+        fisher=fisher,
+        seed=seed,
+        per_head=per_head,
+        max_length=max_length,
+        progress=progress,
+    )
+    logger.info("covariances fitted on %d tokens", covariances.n_tokens)
+    bases = eigendecompose(covariances, dtype)
+    corrections, n_docs = fit_eigenvalue_correction(
+        model,
+        batches,
+        layers,
+        bases,
+        fisher=fisher,
+        seed=seed + 1,
+        max_length=max_length,
+        progress=progress,
+    )
+    logger.info("eigenvalue correction fitted on %d documents", n_docs)
+    metadata = {
+        "fisher": fisher,
+        "seed": seed,
+        "per_head": per_head,
+        "max_length": max_length,
+        "n_tokens": covariances.n_tokens,
+        "n_documents": n_docs,
+        "layers": {
+            name: {"kind": s.kind, "d_in": s.d_in, "d_out": s.d_out, "has_bias": s.has_bias}
+            for name, s in layers.items()
+        },
+    }
+    return EkfacFactors(
+        {name: LayerFactors(*bases[name], corrections[name]) for name in layers},
+        damping,
+        damping_mode,
+        metadata,
+    )
+
+
+@dataclass(frozen=True)
+class FactorMemory:
+    """Bytes the factors need: stored per layer and in total, and an approximate fitting peak.
+
+    ``fit_peak`` adds to the stored total the largest transient: one batch of per-document
+    gradients plus their rotation, or a float64 eigendecomposition. It excludes the model itself
+    and its activations.
+    """
+
+    per_layer: dict[str, int]
+    total: int
+    fit_peak: int
+
+
+def estimate_factor_memory(
+    layers: dict[str, LayerSpec],
+    *,
+    per_head: bool = False,
+    dtype: torch.dtype = torch.float32,
+    batch_size: int = 8,
+) -> FactorMemory:
+    """Memory of Q_A (d_in²), Q_S (d_out², or d_out·head_dim per head) and Λ* (d_out·d_in) per
+    layer, before fitting anything: check a model fits before spending the time."""
+    item = torch.empty((), dtype=dtype).element_size()
+    per_layer, transient = {}, 0
+    for name, s in layers.items():
+        q_a = 0 if s.kind == "embedding" else s.d_in**2
+        q_s = s.d_out * s.head_dim if per_head and s.head_dim else s.d_out**2
+        per_layer[name] = (q_a + q_s + s.d_out * s.d_in) * item
+        eig = 3 * max(q_a, q_s) * 8
+        transient = max(transient, 2 * batch_size * s.d_out * s.d_in * item, eig)
+    total = sum(per_layer.values())
+    return FactorMemory(per_layer, total, total + transient)

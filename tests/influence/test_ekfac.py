@@ -1,0 +1,193 @@
+"""EK-FAC factors and iHVP against dense, brute-force references."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from quadselect.influence import (
+    DEFAULT_INCLUDE,
+    EkfacFactors,
+    LayerFactors,
+    estimate_factor_memory,
+    find_tracked_layers,
+    fit_factors,
+    ihvp,
+)
+from quadselect.influence.ekfac import eigenvectors, to_eigenbasis
+from quadselect.influence.factors import Covariances, eigendecompose, fit_covariances
+from tests.influence.tiny import autograd_document_grads, padded_batch, tiny_gpt2, tiny_llama
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return tiny_llama()
+
+
+@pytest.fixture(scope="module")
+def llama_layers(llama):
+    return find_tracked_layers(llama, include=[*DEFAULT_INCLUDE, "model.embed_tokens"])
+
+
+@pytest.fixture(scope="module")
+def batches():
+    return [padded_batch([12, 7, 3, 12], 12, seed=s) for s in range(3)]
+
+
+@pytest.fixture(scope="module")
+def factors(llama, llama_layers, batches):
+    return fit_factors(llama, batches, llama_layers, per_head=True, seed=3)
+
+
+def dense_q_s(q_s: torch.Tensor) -> torch.Tensor:
+    return q_s if q_s.dim() == 2 else torch.block_diag(*q_s)
+
+
+def dense_ihvp(layer, damping: float, mode: str, v: torch.Tensor) -> torch.Tensor:
+    """(Q_S ⊗ Q_A) diag(Λ* + λ)⁻¹ (Q_S ⊗ Q_A)ᵀ vec(V), every matrix built explicitly."""
+    q_s = dense_q_s(layer.q_s)
+    d_in = layer.eigenvalue_correction.shape[1]
+    q_a = torch.eye(d_in, dtype=v.dtype) if layer.q_a is None else layer.q_a
+    kron = torch.kron(q_s.contiguous(), q_a.contiguous())
+    inverse_eigenvalues = 1 / layer.damped(damping, mode).flatten()
+    return (kron @ (inverse_eigenvalues * (kron.t() @ v.flatten()))).view_as(v)
+
+
+@pytest.mark.parametrize("mode,damping", [("relative", 0.1), ("absolute", 1e-3)])
+def test_ihvp_equals_dense_kronecker_reference(factors, mode, damping):
+    factors = dataclasses.replace(factors, damping=damping, damping_mode=mode)
+    generator = torch.Generator().manual_seed(0)
+    grads = {
+        name: torch.randn(2, *layer.eigenvalue_correction.shape, generator=generator).double()
+        for name, layer in factors.layers.items()
+    }
+    fast = ihvp(factors, grads)
+    kinds = set()
+    for name, layer in factors.layers.items():
+        kinds.add((layer.q_a is None, layer.q_s.dim()))
+        for row in range(2):
+            dense = dense_ihvp(layer, damping, mode, grads[name][row])
+            rel = (fast[name][row] - dense).norm() / dense.norm()
+            assert rel < 1e-6, f"{name}: relative error {rel:.2e}"
+    assert kinds == {(True, 2), (False, 2), (False, 3)}, "embedding, full S and per-head S covered"
+
+
+def test_eigenvalue_correction_is_mean_squared_rotated_document_gradient(llama, batches):
+    layers = find_tracked_layers(llama, include=["*layers.0.self_attn.q_proj", "*layers.1.mlp.*"])
+    factors = fit_factors(llama, batches, layers, fisher="empirical")
+    docs = [autograd_document_grads(llama, layers, **b) for b in batches]
+    n_docs = sum(int((b["attention_mask"].sum(1) > 1).sum()) for b in batches)
+    assert factors.metadata["n_documents"] == n_docs == 12
+    for name, layer in factors.layers.items():
+        grads = torch.cat([d[name] for d in docs])
+        expected = to_eigenbasis(grads, layer.q_s, layer.q_a).square().sum(0) / n_docs
+        torch.testing.assert_close(layer.eigenvalue_correction, expected, rtol=1e-9, atol=1e-14)
+
+
+def test_covariances_ignore_padding_and_document_length(llama, llama_layers):
+    """A padded batch gives the same A and S as its documents one by one, unpadded: padding adds
+    nothing, and the 1/T of the mean loss is undone so S is a per-token average."""
+    batch = padded_batch([12, 5, 9], 12, seed=4)
+    single = [{k: v[i : i + 1, : int(batch["attention_mask"][i].sum())] for k, v in batch.items()} for i in range(3)]
+    together = fit_covariances(llama, [batch], llama_layers, fisher="empirical")
+    apart = fit_covariances(llama, single, llama_layers, fisher="empirical")
+    assert together.n_tokens == apart.n_tokens == 11 + 4 + 8
+    for name in llama_layers:
+        torch.testing.assert_close(together.activation[name], apart.activation[name])
+        torch.testing.assert_close(together.gradient[name], apart.gradient[name])
+
+
+def test_per_head_blocks_are_the_diagonal_blocks_of_full_s(llama, llama_layers, batches):
+    full = fit_covariances(llama, batches, llama_layers, seed=5)
+    blocks = fit_covariances(llama, batches, llama_layers, seed=5, per_head=True)
+    checked = 0
+    for name, spec in llama_layers.items():
+        if spec.head_dim is None:
+            torch.testing.assert_close(blocks.gradient[name], full.gradient[name])
+            continue
+        h = spec.head_dim
+        diagonal = [full.gradient[name][i : i + h, i : i + h] for i in range(0, spec.d_out, h)]
+        torch.testing.assert_close(blocks.gradient[name], torch.stack(diagonal))
+        checked += 1
+    assert checked == 6, "q, k, v of both blocks"
+
+
+def test_per_head_variant_matches_full_s_when_s_is_block_diagonal():
+    generator = torch.Generator().manual_seed(0)
+    n_heads, head_dim, d_in = 3, 4, 5
+
+    def spd(n: int) -> torch.Tensor:
+        m = torch.randn(n, 3 * n, generator=generator, dtype=torch.float64)
+        return m @ m.t() / n
+
+    s_blocks = torch.stack([spd(head_dim) for _ in range(n_heads)])
+    a_cov = spd(d_in)
+    full = eigendecompose(Covariances({"w": a_cov}, {"w": torch.block_diag(*s_blocks)}, 1), torch.float64)
+    split = eigendecompose(Covariances({"w": a_cov}, {"w": s_blocks}, 1), torch.float64)
+    assert split["w"][1].shape == (n_heads, head_dim, head_dim)
+    doc_grads = torch.randn(50, n_heads * head_dim, d_in, generator=generator, dtype=torch.float64)
+    v = torch.randn(n_heads * head_dim, d_in, generator=generator, dtype=torch.float64)
+    results = []
+    for q_a, q_s in (full["w"], split["w"]):
+        lam = to_eigenbasis(doc_grads, q_s, q_a).square().mean(0)
+        factors = EkfacFactors({"w": LayerFactors(q_a, q_s, lam)})
+        results.append(ihvp(factors, {"w": v})["w"])
+    torch.testing.assert_close(results[0], results[1], rtol=1e-9, atol=1e-12)
+
+
+def test_eigenvectors_in_float64_diagonalize():
+    m = torch.randn(6, 6, generator=torch.Generator().manual_seed(1))
+    cov = (m @ m.t()).float()
+    q = eigenvectors(cov)
+    assert q.dtype == torch.float64
+    off = q.t() @ cov.double() @ q
+    assert (off - torch.diag(off.diagonal())).abs().max() < 1e-5
+
+
+def test_save_load_roundtrip(factors, tmp_path):
+    factors.save(tmp_path / "f")
+    loaded = EkfacFactors.load(tmp_path / "f")
+    assert loaded.damping == factors.damping and loaded.damping_mode == factors.damping_mode
+    assert loaded.metadata == factors.metadata
+    assert list(loaded.layers) == list(factors.layers)
+    for name, layer in factors.layers.items():
+        other = loaded.layers[name]
+        assert (other.q_a is None) == (layer.q_a is None)
+        if layer.q_a is not None:
+            assert torch.equal(other.q_a, layer.q_a)
+        assert torch.equal(other.q_s, layer.q_s)
+        assert torch.equal(other.eigenvalue_correction, layer.eigenvalue_correction)
+    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == [
+        "factors.json",
+        "factors.safetensors",
+    ]
+
+
+def test_load_missing_directory_says_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="factors stage"):
+        EkfacFactors.load(tmp_path)
+
+
+def test_ihvp_refuses_unknown_layers(factors):
+    with pytest.raises(KeyError, match="refit"):
+        ihvp(factors, {"not.a.layer": torch.zeros(2, 2)})
+
+
+def test_fit_factors_needs_reiterable_batches(llama, llama_layers, batches):
+    with pytest.raises(TypeError, match="re-iterable"):
+        fit_factors(llama, iter(batches), llama_layers)
+
+
+def test_memory_estimate_counts_every_factor():
+    model = tiny_gpt2()
+    layers = find_tracked_layers(model)
+    full = estimate_factor_memory(layers)
+    per_head = estimate_factor_memory(layers, per_head=True, dtype=torch.float64)
+    c_attn = layers["transformer.h.0.attn.c_attn"]
+    assert (c_attn.d_in, c_attn.d_out) == (33, 96)
+    assert full.per_layer["transformer.h.0.attn.c_attn"] == 4 * (33**2 + 96**2 + 96 * 33)
+    assert per_head.per_layer["transformer.h.0.attn.c_attn"] == 8 * (33**2 + 96 * 8 + 96 * 33)
+    assert full.total == sum(full.per_layer.values())
+    assert full.fit_peak > full.total
