@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(TORCH)
 	$(PIP) install --quiet -e '.[test]'
+	# kronfluence is only compared against in tests; --no-deps keeps it from pulling a CUDA torch.
+	$(PIP) install --quiet --no-deps kronfluence einops einconv opt-einsum
 	touch $(STAMP)
 
 setup: $(STAMP)
