@@ -1,20 +1,91 @@
-"""The library API: what the CLI calls, usable from a notebook."""
+"""The library API: what the CLI calls, usable from a notebook.
+
+Each function runs its stage (and any unfinished stage before it) in the config's run directory and returns the
+stage's result loaded from its artifacts, so a notebook and the CLI always see the same files.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from quadselect.atomic import read_json
 from quadselect.config import RunConfig, load_config
 from quadselect.pipeline import build_pipeline
 from quadselect.run import Runner, StageResult
+
+
+def _config(config: RunConfig | str | Path) -> RunConfig:
+    return config if isinstance(config, RunConfig) else load_config(config)
 
 
 def run_pipeline(
     config: RunConfig | str | Path, *, until: str | None = None, force: tuple[str, ...] = ()
 ) -> list[StageResult]:
     """Run every stage (or up to `until`) in the config's run directory, skipping stages already done."""
-    cfg = config if isinstance(config, RunConfig) else load_config(config)
+    cfg = _config(config)
     pipeline = build_pipeline()
     if until is not None and until not in pipeline.stages:
         raise ValueError(f"unknown stage {until!r}; stages: {', '.join(pipeline.stages)}")
     return Runner(pipeline, cfg).run(until, force=force)
+
+
+def embed_pool(config: RunConfig | str | Path) -> list[np.ndarray]:
+    """Embeddings of every pool document: one read-only float16 memmap per shard, rows in pool order."""
+    from quadselect.embed import open_embedding_shards
+
+    cfg = _config(config)
+    run_pipeline(cfg, until="embed")
+    return open_embedding_shards(cfg.run_dir / "embed")
+
+
+@dataclass
+class Clusters:
+    """The cluster stage's result: per-document assignments and per-cluster facts."""
+
+    assignments: pa.Table  # doc_id, cluster, distance, n_tokens, source (pool order)
+    clusters: pa.Table  # cluster, docs, tokens, dominant_sources, top_terms, examples
+    centroids: np.ndarray
+    summary: dict[str, Any]
+
+
+def cluster_embeddings(config: RunConfig | str | Path) -> Clusters:
+    """k-means clusters of the pool (embedding first if needed)."""
+    from quadselect.stages.cluster import ASSIGNMENTS_DIR, CENTROIDS_FILE, CLUSTERS_FILE
+
+    cfg = _config(config)
+    [*_, result] = run_pipeline(cfg, until="cluster")
+    out = cfg.run_dir / "cluster"
+    return Clusters(
+        assignments=pq.read_table(out / ASSIGNMENTS_DIR),
+        clusters=pq.read_table(out / CLUSTERS_FILE),
+        centroids=np.load(out / CENTROIDS_FILE, allow_pickle=False),
+        summary=result.summary,
+    )
+
+
+@dataclass
+class Selection:
+    """The select stage's result: the manifest (selection order) and its summary (`selection.json`)."""
+
+    manifest: pa.Table  # doc_id, row, cluster, source, n_tokens, score, round, contaminated
+    summary: dict[str, Any]
+
+    @property
+    def doc_ids(self) -> list[str]:
+        return self.manifest["doc_id"].to_pylist()
+
+
+def select(config: RunConfig | str | Path) -> Selection:
+    """Run the pipeline through `select` and return the selection (use `run_pipeline` to export it too)."""
+    from quadselect.stages.select import MANIFEST, SELECTION_JSON
+
+    cfg = _config(config)
+    run_pipeline(cfg, until="select")
+    out = cfg.run_dir / "select"
+    return Selection(manifest=pq.read_table(out / MANIFEST), summary=read_json(out / SELECTION_JSON))

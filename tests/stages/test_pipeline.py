@@ -141,3 +141,15 @@ def test_score_command_ranks_reference_like_text_first(topic_pool: Path) -> None
     scores = [json.loads(line) for line in out.read_text().splitlines()]
     assert [s["doc_id"] for s in scores] == ["docs-0", "docs-1"]
     assert scores[0]["score"] > scores[1]["score"]
+
+
+def test_library_api_mirrors_the_stages(topic_pool: Path) -> None:
+    from quadselect.api import cluster_embeddings, embed_pool, select
+
+    cfg = tiny_config(topic_pool, select={"method": "random"})
+    arrays = embed_pool(cfg)
+    assert sum(a.shape[0] for a in arrays) == 240
+    clusters = cluster_embeddings(cfg)
+    assert clusters.centroids.shape[0] == 4 and clusters.assignments.num_rows == 240
+    selection = select(cfg)
+    assert selection.summary["method"] == "random" and len(selection.doc_ids) == selection.summary["docs_selected"]
