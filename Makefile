@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet $(TORCH)
 	$(PIP) install --quiet -e '.[test]'
 	# kronfluence is only compared against in tests; --no-deps keeps it from pulling a CUDA torch.
-	$(PIP) install --quiet --no-deps kronfluence einops einconv opt-einsum
+	$(PIP) install --quiet --no-deps kronfluence accelerate einops einconv opt-einsum
 	# kronfluence's wheel also installs a top-level `tests` package that would shadow ours.
 	rm -rf $(VENV)/lib/python*/site-packages/tests
 	touch $(STAMP)

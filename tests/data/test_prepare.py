@@ -23,7 +23,7 @@ def _files(directory: Path) -> dict[str, bytes]:
 
 def test_prepare_writes_bounded_token_counted_shards(small_inputs: Path) -> None:
     cfg = load_config(make_config(small_inputs))
-    [result] = run_pipeline(cfg)
+    [result] = run_pipeline(cfg, until="prepare")
     pool = prepared_shards(cfg.run_dir, "pool")
     assert [s["docs"] for s in pool.index["shards"]] == [100, 100, 100]
     table = pool.read()
@@ -41,7 +41,7 @@ def test_prepare_writes_bounded_token_counted_shards(small_inputs: Path) -> None
 
 def test_shards_respect_the_byte_bound(small_inputs: Path) -> None:
     cfg = load_config(make_config(small_inputs, prepare={"shard_max_docs": 10_000, "shard_max_bytes": 4000}))
-    run_pipeline(cfg)
+    run_pipeline(cfg, until="prepare")
     pool = prepared_shards(cfg.run_dir, "pool")
     assert len(pool.files) > 3
     for file in pool.files:
@@ -53,8 +53,8 @@ def test_shards_respect_the_byte_bound(small_inputs: Path) -> None:
 def test_trained_tokenizer_is_deterministic(small_inputs: Path, tmp_path: Path) -> None:
     first = load_config(make_config(small_inputs, run_dir=str(tmp_path / "a")))
     second = load_config(make_config(small_inputs, run_dir=str(tmp_path / "b")))
-    run_pipeline(first)
-    run_pipeline(second)
+    run_pipeline(first, until="prepare")
+    run_pipeline(second, until="prepare")
     tok_a = (first.run_dir / "prepare" / "tokenizer" / "tokenizer.json").read_bytes()
     tok_b = (second.run_dir / "prepare" / "tokenizer" / "tokenizer.json").read_bytes()
     assert tok_a == tok_b
@@ -63,10 +63,10 @@ def test_trained_tokenizer_is_deterministic(small_inputs: Path, tmp_path: Path) 
 
 def test_existing_tokenizer_is_loaded_from_a_path(small_inputs: Path, tmp_path: Path) -> None:
     first = load_config(make_config(small_inputs, run_dir=str(tmp_path / "a")))
-    run_pipeline(first)
+    run_pipeline(first, until="prepare")
     tok_dir = first.run_dir / "prepare" / "tokenizer"
     second = load_config(make_config(small_inputs, run_dir=str(tmp_path / "b"), tokenizer={"path": str(tok_dir)}))
-    run_pipeline(second)
+    run_pipeline(second, until="prepare")
     a = prepared_shards(first.run_dir, "pool").read()["n_tokens"].to_pylist()
     b = prepared_shards(second.run_dir, "pool").read()["n_tokens"].to_pylist()
     assert a == b
@@ -76,7 +76,7 @@ def test_empty_reference_set_is_a_clear_error(small_inputs: Path) -> None:
     write_jsonl(small_inputs / "ref.jsonl", [{"text": ""}, "{broken"])
     cfg = load_config(make_config(small_inputs))
     with pytest.raises(InputDataError, match=r"reference set is empty.*empty_text=1, malformed_json=1"):
-        run_pipeline(cfg)
+        run_pipeline(cfg, until="prepare")
 
 
 def test_bad_input_summary_is_recorded(small_inputs: Path) -> None:
@@ -84,7 +84,7 @@ def test_bad_input_summary_is_recorded(small_inputs: Path) -> None:
         fh.write("{bad\n")
         fh.write(json.dumps({"id": "no-text"}) + "\n")
     cfg = load_config(make_config(small_inputs))
-    [result] = run_pipeline(cfg)
+    [result] = run_pipeline(cfg, until="prepare")
     problems = result.summary["problems"]
     assert problems["malformed_json"]["count"] == 1
     assert problems["malformed_json"]["examples"][0].startswith(str(small_inputs / "pool.jsonl") + ":301")
@@ -97,7 +97,7 @@ def test_crash_during_token_counting_resumes_to_identical_shards(
     small_inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clean = load_config(make_config(small_inputs, run_dir=str(tmp_path / "clean")))
-    run_pipeline(clean)
+    run_pipeline(clean, until="prepare")
 
     crashed = load_config(make_config(small_inputs, run_dir=str(tmp_path / "crashed")))
     real = prepare_module.count_tokens
@@ -111,13 +111,13 @@ def test_crash_during_token_counting_resumes_to_identical_shards(
 
     monkeypatch.setattr(prepare_module, "count_tokens", dying)
     with pytest.raises(KeyboardInterrupt):
-        run_pipeline(crashed)
+        run_pipeline(crashed, until="prepare")
     partial = crashed.run_dir / "prepare.partial"
     assert (partial / "pool" / "shard-00000.parquet").is_file()
     assert not (partial / "pool" / "shard-00001.parquet").exists()
     assert not (crashed.run_dir / "prepare").exists()
 
     monkeypatch.setattr(prepare_module, "count_tokens", real)
-    run_pipeline(crashed)
+    run_pipeline(crashed, until="prepare")
     assert _files(crashed.run_dir / "prepare" / "pool") == _files(clean.run_dir / "prepare" / "pool")
     assert not partial.exists()
