@@ -44,7 +44,7 @@ def show_select(console: Console, summary: dict[str, Any]) -> None:
         f"{summary['docs_selected']:,} documents "
         f"(budget {summary['budget_tokens']:,}) from {summary['clusters_used']} of {summary['clusters']} clusters; "
         f"scored {scored:,} of {summary['pool_docs']:,} documents ({summary['fraction_scored']:.1%} of the pool); "
-        f"{summary['contaminated']} contaminated ({summary['decontaminate']})."
+        + _contamination(summary)
     )
     table = Table(title="Selection by source")
     for col in ("source", "tokens", "share"):
@@ -53,6 +53,15 @@ def show_select(console: Console, summary: dict[str, Any]) -> None:
     for name, tokens in sorted(summary["tokens_by_source"].items(), key=lambda kv: -kv[1]):
         table.add_row(name, f"{tokens:,}", f"{tokens / total:.1%}")
     console.print(table)
+
+
+def _contamination(summary: dict[str, Any]) -> str:
+    count, mode = summary["contaminated"], summary["decontaminate"]
+    if mode == "off":
+        return "decontamination off."
+    if mode == "drop":
+        return f"{count:,} pool documents overlapping reference/eval text were excluded before selection."
+    return f"{count:,} selected documents overlap reference/eval text (flagged in the manifest)."
 
 
 def show_export(console: Console, summary: dict[str, Any]) -> None:

@@ -1,4 +1,7 @@
-"""The `select` stage: Quad or a baseline, to the token budget, then decontamination; writes the manifest.
+"""The `select` stage: Quad or a baseline, to the token budget, with decontamination; writes the manifest.
+
+With `decontaminate: drop` the whole pool is screened first and contaminated documents are never candidates, so
+every method still fills its budget; with `flag` only the selected documents are checked and marked.
 
 Quad checkpoints its full state after every round (`quad_state.json`), and scoring the whole pool (top-k, perplexity)
 saves its scores shard by shard, so a killed run resumes and ends with exactly the selection an uninterrupted run
@@ -26,6 +29,7 @@ from quadselect.progress import progress_bar
 from quadselect.proxy import DocBatch, load_proxy, row_nll
 from quadselect.run import StageContext
 from quadselect.select import (
+    NgramIndex,
     QuadParams,
     QuadSelector,
     cluster_balanced_selection,
@@ -74,32 +78,38 @@ def run_select(ctx: StageContext) -> dict[str, Any]:
     cluster_summary = read_json(ctx.input("cluster") / "_COMPLETE.json")["summary"]
     log.info("select: %s to %d tokens (%.1f%% of the pool)", cfg.method, budget, 100 * budget / n_tokens.sum())
 
+    excluded = _contaminated_pool_rows(ctx, pool, cfg) if cfg.decontaminate == "drop" else np.zeros(0, np.int64)
+    eligible = np.setdiff1d(np.arange(n_tokens.size), excluded)
+    sub_clusters, sub_tokens = cluster_ids[eligible], n_tokens[eligible]
+
     start = time.perf_counter()
     scores = np.full(n_tokens.size, np.nan)
     rounds = np.full(n_tokens.size, -1, dtype=np.int64)
     extra: dict[str, Any] = {}
     if cfg.method == "quad":
-        selected, extra = _run_quad(ctx, pool, cluster_ids, n_tokens, budget, cluster_summary, scores, rounds)
+        picked, extra = _run_quad(
+            ctx, pool, eligible, sub_clusters, sub_tokens, budget, cluster_summary, scores, rounds
+        )
     elif cfg.method == "random":
-        selected = random_selection(n_tokens, budget, ctx.seed)
+        picked = random_selection(sub_tokens, budget, ctx.seed)
     elif cfg.method == "cluster_balanced":
-        selected = cluster_balanced_selection(cluster_ids, n_tokens, budget, ctx.seed)
+        picked = cluster_balanced_selection(sub_clusters, sub_tokens, budget, ctx.seed)
     elif cfg.method == "topk_influence":
         scores[:] = _score_pool(ctx, pool, cfg)
-        selected = topk_selection(scores, n_tokens, budget)
+        picked = topk_selection(scores[eligible], sub_tokens, budget)
         extra["docs_scored"] = int(n_tokens.size)
     elif cfg.method == "perplexity":
-        losses = _pool_losses(ctx, pool, cfg)
-        selected = perplexity_band_selection(losses, n_tokens, budget, band=cfg.perplexity_band)
-        extra["mean_loss_selected"] = float(np.mean(losses[selected]))
+        losses = _pool_losses(ctx, pool, cfg)[eligible]
+        picked = perplexity_band_selection(losses, sub_tokens, budget, band=cfg.perplexity_band)
+        extra["mean_loss_selected"] = float(np.mean(losses[picked]))
     else:
         pool_texts = [t for table in pool.iter_tables(["text"]) for t in table["text"].to_pylist()]
         ref_texts = ShardSet(ctx.input("prepare") / "reference").read(["text"])["text"].to_pylist()
-        selected = dsir_selection(pool_texts, ref_texts, n_tokens, budget, ctx.seed)
+        picked = dsir_selection([pool_texts[i] for i in eligible], ref_texts, sub_tokens, budget, ctx.seed)
+    keep = eligible[picked]
     select_wall = time.perf_counter() - start
 
-    contaminated = _decontaminate(ctx, pool, selected, cfg)
-    keep = selected if cfg.decontaminate != "drop" else selected[~np.isin(selected, contaminated)]
+    contaminated = excluded if cfg.decontaminate == "drop" else _flag_contaminated(ctx, pool, keep, cfg)
     manifest = pa.table(
         {
             "doc_id": assignments["doc_id"].take(pa.array(keep)),
@@ -132,6 +142,7 @@ def run_select(ctx: StageContext) -> dict[str, Any]:
         "clusters": int(cluster_summary["k"]),
         "contaminated": int(contaminated.size),
         "decontaminate": cfg.decontaminate,
+        "contaminated_checked": "pool" if cfg.decontaminate == "drop" else "selection",
         "select_wall_s": round(select_wall, 2),
         "tokens_by_source": {r["source"]: int(r["n_tokens_sum"]) for r in sorted(sources, key=lambda r: r["source"])},
         **extra,
@@ -160,6 +171,7 @@ def _quad_params(cfg: SelectConfig, gamma: float) -> QuadParams:
 def _run_quad(
     ctx: StageContext,
     pool: ShardSet,
+    eligible: np.ndarray,
     cluster_ids: np.ndarray,
     n_tokens: np.ndarray,
     budget: int,
@@ -167,7 +179,9 @@ def _run_quad(
     scores: np.ndarray,
     rounds: np.ndarray,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """The bandit loop with a checkpoint after every round; the scorer only sees the documents Quad asks for."""
+    """The bandit loop over the `eligible` pool rows (whose clusters and token counts are given), with a checkpoint
+    after every round; the scorer only sees the documents Quad asks for. Returns positions into `eligible`; fills
+    `scores` and `rounds` by pool row."""
     cfg = ctx.config.select
     scorer = PoolScorer(
         ctx.run_dir, ctx.config.factors, method=cfg.scorer, batch_size=cfg.score_batch_size, seed=ctx.seed
@@ -178,7 +192,7 @@ def _run_quad(
         cluster_ids,
         n_tokens,
         budget,
-        lambda rows: scorer.score_rows(pool, rows)[0],
+        lambda positions: scorer.score_rows(pool, eligible[positions])[0],
         _quad_params(cfg, gamma),
         seed=ctx.seed,
         neighbours=graph,
@@ -193,8 +207,8 @@ def _run_quad(
             write_json(state_path, selector.state_dict())
             bar.update(1)
     result = selector.result()
-    scores[result.scored] = result.scores
-    rounds[result.selected] = result.selected_round
+    scores[eligible[result.scored]] = result.scores
+    rounds[eligible[result.selected]] = result.selected_round
     write_json(ctx.work_dir / TRAJECTORY, json.loads(json.dumps(result.trajectory, default=_jsonable)))
     return result.selected, {
         "docs_scored": result.docs_scored,
@@ -263,19 +277,37 @@ def _pool_losses(ctx: StageContext, pool: ShardSet, cfg: SelectConfig) -> np.nda
     return _per_shard(ctx, pool, "pool_losses", losses)
 
 
-def _decontaminate(ctx: StageContext, pool: ShardSet, selected: np.ndarray, cfg: SelectConfig) -> np.ndarray:
-    """Selected rows that share a long n-gram with the reference set or the eval split."""
-    if cfg.decontaminate == "off" or selected.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    protected = []
+def _reference_and_eval_texts(ctx: StageContext) -> list[str]:
+    texts = []
     for role in ("reference", "eval"):
         directory = ctx.input("prepare") / role
         if directory.exists():
-            protected.extend(ShardSet(directory).read(["text"])["text"].to_pylist())
+            texts.extend(ShardSet(directory).read(["text"])["text"].to_pylist())
+    return texts
+
+
+def _contaminated_pool_rows(ctx: StageContext, pool: ShardSet, cfg: SelectConfig) -> np.ndarray:
+    """Pool rows sharing a long n-gram with the reference set or the eval split, screened shard by shard (resumable)
+    before selection, so that dropping them never leaves a method short of its budget."""
+    index = NgramIndex(cfg.decontaminate_ngram)
+    index.add(_reference_and_eval_texts(ctx))
+
+    def flags(rows: np.ndarray) -> np.ndarray:
+        texts = read_rows(pool, rows, ["text"])["text"].to_pylist()
+        return np.asarray([index.count_matches(t) > 0 for t in texts], dtype=np.float64)
+
+    excluded = np.flatnonzero(_per_shard(ctx, pool, "contamination", flags) > 0)
+    if excluded.size:
+        log.warning("select: %d pool documents overlap reference/eval text; dropped before selection", excluded.size)
+    return excluded
+
+
+def _flag_contaminated(ctx: StageContext, pool: ShardSet, selected: np.ndarray, cfg: SelectConfig) -> np.ndarray:
+    """Selected rows that share a long n-gram with the reference set or the eval split."""
+    if cfg.decontaminate == "off" or selected.size == 0:
+        return np.zeros(0, dtype=np.int64)
     texts = read_rows(pool, selected, ["text"])["text"].to_pylist()
-    found = find_contamination(texts, protected, n=cfg.decontaminate_ngram)
+    found = find_contamination(texts, _reference_and_eval_texts(ctx), n=cfg.decontaminate_ngram)
     if found.flagged.size:
-        log.warning(
-            "select: %d selected documents overlap reference/eval text (%s)", found.flagged.size, cfg.decontaminate
-        )
+        log.warning("select: %d selected documents overlap reference/eval text (flagged)", found.flagged.size)
     return np.asarray(selected)[found.flagged].astype(np.int64)
