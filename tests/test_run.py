@@ -60,6 +60,10 @@ def test_runner_skips_done_stages_and_reruns_changed_ones_and_their_dependents(s
     Runner(pipeline, changed).run("b", force=("b",))
     assert calls == ["b"]
 
+    calls.clear()
+    Runner(pipeline, changed).run(force=("b",))
+    assert calls == ["b", "c"]  # forcing a stage re-runs what depends on it
+
 
 def test_a_stage_killed_after_finishing_but_before_publishing_is_published(small_inputs: Path) -> None:
     calls: list[str] = []

@@ -111,6 +111,14 @@ class Pipeline:
                 todo.extend(self.stages[name].requires)
         return [name for name in self.stages if name in needed]
 
+    def downstream(self, names: tuple[str, ...]) -> set[str]:
+        """`names` and every stage that depends on one of them, directly or not."""
+        found = set(names)
+        for name, stage in self.stages.items():  # registration order is a topological order
+            if found.intersection(stage.requires):
+                found.add(name)
+        return found
+
 
 def fingerprint(stage: Stage, config: RunConfig, upstream: dict[str, str]) -> tuple[str, dict[str, Any]]:
     """The stage's identity: its resolved arguments plus the fingerprints of what it reads."""
@@ -163,13 +171,15 @@ class Runner:
         self._fingerprints: dict[str, str] = {}
 
     def run(self, target: str | None = None, *, force: tuple[str, ...] = ()) -> list[StageResult]:
-        """Run `target` and its dependencies (default: every stage), in order."""
+        """Run `target` and its dependencies (default: every stage), in order. A forced stage re-runs, and so does
+        everything after it that depends on it: a re-run may change artifacts its fingerprint does not capture."""
         names = self.pipeline.closure(target) if target else list(self.pipeline.stages)
+        forced = self.pipeline.downstream(force)
         results = []
         with run_dir_lock(self.run_dir):
             write_text(self.run_dir / "config.resolved.yaml", resolved_yaml(self.config))
             for name in names:
-                results.append(self._run_stage(self.pipeline.stages[name], force=name in force))
+                results.append(self._run_stage(self.pipeline.stages[name], force=name in forced))
         return results
 
     def _run_stage(self, stage: Stage, *, force: bool) -> StageResult:
