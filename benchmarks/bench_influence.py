@@ -8,15 +8,28 @@ a plain training step (forward + backward with weight gradients, no optimizer), 
 ratio to the training step (DESIGN.md §5 target: ≤ 1.5×); then EK-FAC factor fitting time and
 peak memory (process RSS growth on CPU, allocator peak on CUDA) against
 ``estimate_factor_memory``. Prints a Markdown table. Timings are medians of ``--repeats`` runs.
+
+When kronfluence is installed (it is not a dependency), the same documents are also scored by
+kronfluence 1.0's EK-FAC, fitted on the same fitting documents (true Fisher, its default dtypes,
+damping 0.1 × mean(Λ*) like ours). Its timed call is ``Analyzer.compute_pairwise_scores`` of the
+batch against the 8 reference documents, factor fitting excluded; that call also loads the
+factors from disk, computes and preconditions the 8 query gradients, and writes the scores. Our
+scorer instead dots every document with one averaged direction ĝ_R built beforehand, so the
+reference-direction row times that step separately, and kronfluence is timed a second time
+with ``aggregate_query_gradients`` (one summed query direction: the same cost shape as ours).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import importlib.util
 import platform
 import resource
 import statistics
+import tempfile
 import time
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -32,6 +45,7 @@ from quadselect.influence import (
     fit_factors,
     reference_direction,
 )
+from quadselect.influence.loss import document_losses, next_token_labels, sample_labels
 
 transformers.logging.set_verbosity_error()
 
@@ -88,6 +102,74 @@ def measure_fitting(model, layers, batches, device, train_step, per_head) -> tup
     return seconds, peak_memory(device) - before, factors
 
 
+class _Documents(torch.utils.data.Dataset):
+    """A batch as a dataset of documents, the form kronfluence's data loaders take."""
+
+    def __init__(self, batches: list[dict]):
+        self.batch = {key: torch.cat([b[key] for b in batches]) for key in batches[0]}
+
+    def __len__(self) -> int:
+        return len(self.batch["input_ids"])
+
+    def __getitem__(self, i: int) -> dict:
+        return {key: value[i] for key, value in self.batch.items()}
+
+
+def run_kronfluence(model, layers, fit_data, reference, batch, device, repeats) -> dict:
+    """kronfluence's fitting time, its two scoring timings, and its aggregated-query scores."""
+    from kronfluence.analyzer import Analyzer, prepare_model
+    from kronfluence.arguments import ScoreArguments
+    from kronfluence.task import Task
+
+    class MeanLossTask(Task):
+        """Our loss (each document's mean next-token loss, summed) on our tracked layers."""
+
+        def compute_train_loss(self, batch, model, sample=False):
+            logits = model(**batch).logits
+            labels = next_token_labels(**batch)
+            if sample:
+                labels = sample_labels(logits, labels, None)
+            return document_losses(logits, labels).sum()
+
+        def compute_measurement(self, batch, model):
+            return self.compute_train_loss(batch, model)
+
+        def get_influence_tracked_modules(self):
+            return list(layers)
+
+        def get_attention_mask(self, batch):
+            # Tokens with a next-token target, the token set of our A.
+            mask = batch["attention_mask"]
+            return torch.cat([mask[:, 1:], torch.zeros_like(mask[:, :1])], dim=1)
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module="kronfluence")
+    task = MeanLossTask()
+    wrapped = prepare_model(copy.deepcopy(model), task)
+    n_docs = len(batch["input_ids"])
+    with tempfile.TemporaryDirectory() as output_dir:
+        analyzer = Analyzer("bench", wrapped, task, cpu=device.type == "cpu", disable_tqdm=True, output_dir=output_dir)
+        start = time.perf_counter()
+        analyzer.fit_all_factors("ekfac", _Documents(fit_data), per_device_batch_size=n_docs, overwrite_output_dir=True)
+        fit_seconds = time.perf_counter() - start
+
+        def pairwise(aggregate: bool) -> None:
+            analyzer.compute_pairwise_scores(
+                "pairs",
+                "ekfac",
+                _Documents([reference]),
+                _Documents([batch]),
+                per_device_query_batch_size=len(reference["input_ids"]),
+                per_device_train_batch_size=n_docs,
+                score_args=ScoreArguments(damping_factor=None, aggregate_query_gradients=aggregate),
+                overwrite_output_dir=True,
+            )
+
+        pairs_s = median_seconds(lambda: pairwise(False), repeats, device)
+        aggregated_s = median_seconds(lambda: pairwise(True), repeats, device)
+        scores = analyzer.load_pairwise_scores("pairs")["all_modules"][0].cpu()
+    return {"fit": fit_seconds, "pairs": pairs_s, "aggregated": aggregated_s, "scores": scores}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -133,10 +215,24 @@ def main() -> None:
 
     train_s = median_seconds(train_step, args.repeats, device)
     model.zero_grad(set_to_none=True)
-    rows = [("training step (fwd+bwd)", train_s)]
-    rows += [(name, median_seconds(lambda f=fn: f(**batch), args.repeats, device)) for name, fn in scorers.items()]
+    # (what, seconds, documents it processed): all rows score the batch but the reference direction.
+    rows = [("training step (fwd+bwd)", train_s, args.batch_size)]
+    rows += [
+        (name, median_seconds(lambda f=fn: f(**batch), args.repeats, device), args.batch_size)
+        for name, fn in scorers.items()
+    ]
+    n_ref = len(reference["input_ids"])
+    ref_s = median_seconds(lambda: reference_direction(model, [reference], layers, factors), args.repeats, device)
+    rows.append((f"reference direction ĝ_R (once; the {n_ref} reference docs, preconditioned)", ref_s, n_ref))
     hook = scorers["hook scorer (auto)"](**batch).scores
     rho = spearmanr(hook, projected.score(**batch).scores)[0]
+    kron = None
+    if importlib.util.find_spec("kronfluence") is not None:
+        kron = run_kronfluence(model, layers, fit_data, reference, batch, device, args.repeats)
+        rows.append((f"kronfluence pairwise (× {n_ref} queries, with query side)", kron["pairs"], args.batch_size))
+        rows.append(
+            (f"kronfluence, aggregated query ({n_ref} summed, with query side)", kron["aggregated"], args.batch_size)
+        )
 
     print(f"\n## Influence benchmark ({platform.processor() or platform.machine()}, {device})\n")
     print(
@@ -144,14 +240,20 @@ def main() -> None:
         f"layers), batch {args.batch_size} × {args.seq_len} tokens, fp32, "
         f"{torch.get_num_threads()} threads, median of {args.repeats}.\n"
     )
-    print("| what | s/batch | docs/s | tokens/s | × training step |")
+    print("| what | s/call | docs/s | tokens/s | × training step |")
     print("| --- | ---: | ---: | ---: | ---: |")
-    for name, seconds in rows:
+    for name, seconds, docs in rows:
         print(
-            f"| {name} | {seconds:.3f} | {args.batch_size / seconds:.1f} | "
-            f"{tokens / seconds:,.0f} | {seconds / train_s:.2f} |"
+            f"| {name} | {seconds:.3f} | {docs / seconds:.1f} | "
+            f"{docs * args.seq_len / seconds:,.0f} | {seconds / train_s:.2f} |"
         )
-    print(f"\nSpearman(hook, projected) over the batch (4 of 16 in the reference): {rho:.3f}\n")
+    print(f"\nSpearman(hook, projected) over the batch (4 of 16 in the reference): {rho:.3f}")
+    if kron is None:
+        print("kronfluence not installed: its rows are skipped.")
+    else:
+        print(f"Spearman(hook, kronfluence aggregated query): {spearmanr(hook, kron['scores'])[0]:.3f}")
+        print(f"kronfluence factor fitting (same {args.fit_batches * args.batch_size} documents): {kron['fit']:.1f} s")
+    print()
     fit_tokens = args.fit_batches * tokens
     print("| factor fitting | full S | per-head S |")
     print("| --- | ---: | ---: |")
