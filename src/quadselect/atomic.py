@@ -30,6 +30,8 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        # mkstemp creates 0600; give the file the permissions a plain open() would, so shared outputs stay readable.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, dest)
         _fsync_dir(dest.parent)
     finally:
@@ -52,6 +54,15 @@ def write_json(dest: str | os.PathLike[str], obj: Any) -> None:
 
 def read_json(path: str | os.PathLike[str]) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once: os.umask can only be read by setting it, which would race with other threads
 
 
 def _fsync_dir(path: Path) -> None:
