@@ -1,9 +1,4 @@
 import os
-import random
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +7,7 @@ from quadselect.atomic import write_json
 from quadselect.config import load_config
 from quadselect.errors import RunDirError
 from quadselect.run import MARKER, Pipeline, Runner, Stage, StageContext, run_dir_lock
-from tests.support import make_config, texts, write_jsonl
+from tests.support import make_config
 
 
 def _toy_pipeline(calls: list[str]) -> Pipeline:
@@ -99,34 +94,3 @@ def test_second_process_is_refused_while_the_run_dir_is_locked(tmp_path: Path) -
         pass
     with run_dir_lock(tmp_path):  # released: usable again
         pass
-
-
-def _big_inputs(directory: Path) -> Path:
-    rng = random.Random(0)
-    words = " ".join(texts(64)).split()
-    records = [{"text": " ".join(rng.choices(words, k=120)), "id": f"d{i}"} for i in range(12_000)]
-    write_jsonl(directory / "pool.jsonl", records)
-    write_jsonl(directory / "ref.jsonl", records[:50])
-    return make_config(directory, prepare={"shard_max_docs": 2_000, "batch_docs": 500}, tokenizer={"vocab_size": 600})
-
-
-@pytest.mark.slow
-def test_sigkill_at_random_moments_then_resume_gives_identical_shards(tmp_path: Path) -> None:
-    config = _big_inputs(tmp_path)
-    command = [sys.executable, "-m", "quadselect.cli", "--quiet", "prepare", str(config)]
-    env = {**os.environ, "QUADSELECT_NO_PROGRESS": "1"}
-    start = time.perf_counter()
-    subprocess.run(command, check=True, env=env, capture_output=True)
-    full = time.perf_counter() - start
-    reference = {p.name: p.read_bytes() for p in (tmp_path / "run" / "prepare" / "pool").glob("*.parquet")}
-    rng = random.Random(1)
-    for attempt in range(2):
-        run_dir = tmp_path / "run"
-        subprocess.run(["rm", "-rf", str(run_dir)], check=True)
-        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.4, 0.9) * full)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        subprocess.run(command, check=True, env=env, capture_output=True)
-        got = {p.name: p.read_bytes() for p in (run_dir / "prepare" / "pool").glob("*.parquet")}
-        assert got == reference, f"attempt {attempt}"

@@ -145,8 +145,9 @@ def _sentence_transformer(
     from sentence_transformers import SentenceTransformer
 
     try:
-        model = SentenceTransformer(source, device=device, local_files_only=local)
-    except OSError as exc:
+        # Code shipped with a model never runs: transformers refuses such a model with a ValueError.
+        model = SentenceTransformer(source, device=device, local_files_only=local, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
         offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
         raise QuadselectError(
             f"cannot load the embedder {source!r}{offline}: {str(exc).rstrip('.')}. Use 'minilm' or 'static', "

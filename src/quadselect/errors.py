@@ -21,3 +21,11 @@ class InputDataError(QuadselectError):
 
 class RunDirError(QuadselectError):
     """The run directory is locked by another process or holds artifacts from an incompatible run."""
+
+
+class DiskFullError(QuadselectError):
+    """The disk (or quota, or file-size limit) ran out while a stage was writing; earlier results are intact."""
+
+
+class MemoryLimitError(QuadselectError):
+    """Even the smallest batch of work does not fit in memory."""

@@ -11,7 +11,8 @@ of the fingerprints of the stages it read. So:
   round) keep their finished pieces there, guarded by the same fingerprint.
 
 Only one process may work in a run directory at a time (an advisory `flock`, released by the kernel when the process
-dies, so a stale lock can never block a new run).
+dies; a lock left to an orphaned child of a dead run is detected as stale and broken, see `run_dir_lock`). A full disk
+stops the run with a message saying which stage was writing; published results are never touched by a failed stage.
 """
 
 from __future__ import annotations
@@ -23,23 +24,27 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from quadselect import __version__
-from quadselect.atomic import read_json, write_json, write_text
+from quadselect.atomic import TMP_PREFIX, read_json, write_json, write_text
 from quadselect.config import RunConfig, resolved_yaml
-from quadselect.errors import RunDirError
+from quadselect.errors import DiskFullError, RunDirError
+from quadselect.resources import is_disk_full
 
 log = logging.getLogger(__name__)
 
 MARKER = "_COMPLETE.json"
 ARGS_FILE = "_ARGS.json"
 LOCK_FILE = ".lock"
+ACQUIRE_LOCK_FILE = ".lock-acquire"
 
 
 @dataclass
@@ -129,30 +134,125 @@ def fingerprint(stage: Stage, config: RunConfig, upstream: dict[str, str]) -> tu
 
 @contextlib.contextmanager
 def run_dir_lock(run_dir: Path) -> Iterator[None]:
-    """Hold the run directory for this process; a second process gets a clear error instead of corrupting it."""
+    """Hold the run directory for this process; a second process gets a clear error naming the holder instead of
+    corrupting it.
+
+    The lock is an `flock` on `.lock`, which the kernel releases when the holder dies; the file names the holder. A
+    process the holder forked inherits the lock, though, and can outlive it: when the named holder is dead (and on this
+    host, so its pid means something here) while the lock is still held, the lock is stale and is broken by putting a
+    new `.lock` file in place. Locks are taken under a second, briefly held lock (`.lock-acquire`), so two processes
+    never both decide to break a lock, nor break one that was just taken.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock_path = run_dir / LOCK_FILE
-    fh = open(lock_path, "a+")  # noqa: SIM115 - held open for the lock's lifetime, closed below
+    with _briefly_locked(run_dir / ACQUIRE_LOCK_FILE):
+        fh = _take_lock(run_dir / LOCK_FILE)
     try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        fh.close()
-        if exc.errno in (errno.EAGAIN, errno.EACCES):
-            holder = lock_path.read_text().strip() or "unknown"
-            raise RunDirError(
-                f"{run_dir} is in use by another quadselect process ({holder}). Wait for it to finish, or "
-                "use another run_dir. (The lock is released automatically when that process exits.)"
-            ) from None
-        raise
-    try:
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        fh.flush()
         yield
     finally:
         fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
         fh.close()
+
+
+@contextlib.contextmanager
+def _briefly_locked(path: Path, wait_s: float = 30.0) -> Iterator[None]:
+    with open(path, "a") as fh:
+        deadline = time.monotonic() + wait_s
+        while not _try_flock(fh):
+            if time.monotonic() > deadline:
+                raise RunDirError(f"{path}: another process has been taking the run directory's lock for {wait_s:.0f}s")
+            time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _try_flock(fh: IO[str]) -> bool:
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+    return True
+
+
+def _take_lock(lock_path: Path) -> IO[str]:
+    fh = open(lock_path, "a+")  # noqa: SIM115 - held open for the lock's lifetime, closed by run_dir_lock
+    if not _try_flock(fh):
+        fh.close()
+        holder = _lock_owner(lock_path)
+        if _owner_may_be_alive(holder):
+            who = f"pid {holder['pid']} on {holder['host']}, since {holder['since']}" if holder else "owner unknown"
+            raise RunDirError(
+                f"{lock_path.parent} is in use by another quadselect process ({who}). Wait for it to finish, or "
+                "use another run_dir. (The lock is released automatically when that process exits.)"
+            )
+        log.warning(
+            "%s: the lock's owner (pid %s) is dead, but the lock is still held, by a process it started that inherited "
+            "it; breaking the stale lock",
+            lock_path.parent,
+            holder["pid"],
+        )
+        fh = _fresh_lock_file(lock_path)
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()} host {socket.gethostname()} pidns {_pid_namespace()} since {time.strftime('%F %T')}\n")
+    fh.flush()
+    return fh
+
+
+def _lock_owner(lock_path: Path) -> dict[str, Any] | None:
+    try:
+        text = lock_path.read_text()
+    except OSError:
+        return None
+    match = re.match(r"pid (\d+) host (\S+) pidns (\S+) since (.+)", text.strip())
+    if match is None:
+        return None
+    return {"pid": int(match[1]), "host": match[2], "pidns": match[3], "since": match[4]}
+
+
+def _owner_may_be_alive(owner: dict[str, Any] | None) -> bool:
+    """False only when the owner is known to be dead: same host, same pid namespace, and no such process."""
+    if owner is None or owner["host"] != socket.gethostname() or owner["pidns"] != _pid_namespace():
+        return True
+    try:
+        os.kill(owner["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _pid_namespace() -> str:
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "-"
+
+
+def _fresh_lock_file(lock_path: Path) -> IO[str]:
+    """A new lock file, locked, renamed over the stale one (whose orphaned holder keeps only the old inode)."""
+    tmp = lock_path.with_name(f"{TMP_PREFIX}{lock_path.name}.{os.getpid()}")
+    fh = open(tmp, "w+")  # noqa: SIM115 - returned to run_dir_lock, which closes it
+    if not _try_flock(fh):
+        fh.close()
+        raise RunDirError(f"{tmp}: cannot lock a fresh lock file")
+    os.replace(tmp, lock_path)
+    return fh
+
+
+def remove_temporaries(directory: Path, *, recursive: bool) -> None:
+    """Delete `.tmp-*` files and folders: a kill between writing a temporary and renaming it leaves one behind. They
+    are never artifacts, and unremoved they would be published with the stage and hold disk space for good."""
+    found = directory.rglob(f"{TMP_PREFIX}*") if recursive else directory.glob(f"{TMP_PREFIX}*")
+    for path in sorted(found, reverse=True):  # deepest first
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def stage_status(run_dir: Path, name: str) -> dict[str, Any] | None:
@@ -176,11 +276,36 @@ class Runner:
         names = self.pipeline.closure(target) if target else list(self.pipeline.stages)
         forced = self.pipeline.downstream(force)
         results = []
+        current = None
         with run_dir_lock(self.run_dir):
-            write_text(self.run_dir / "config.resolved.yaml", resolved_yaml(self.config))
-            for name in names:
-                results.append(self._run_stage(self.pipeline.stages[name], force=name in forced))
+            try:
+                remove_temporaries(self.run_dir, recursive=False)
+                write_text(self.run_dir / "config.resolved.yaml", resolved_yaml(self.config))
+                for current in names:
+                    results.append(self._run_stage(self.pipeline.stages[current], force=current in forced))
+            except Exception as exc:
+                if not is_disk_full(exc):
+                    raise
+                raise DiskFullError(self._disk_full_message(current, exc)) from exc
         return results
+
+    def _disk_full_message(self, stage: str | None, exc: BaseException) -> str:
+        """Which stage hit a full disk, and that the previous result is untouched: a stage only ever writes into its
+        `.partial` folder, and publishes by renaming it once complete."""
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        free = f"{shutil.disk_usage(self.run_dir).free / 2**20:.1f} MiB free"
+        if stage is None:
+            return f"disk full while writing in {self.run_dir} ({detail}; {free}). Free space and run again."
+        final, work = self.run_dir / stage, self.run_dir / f"{stage}.partial"
+        kept = (
+            f"{final} still holds the previous complete {stage} result, unchanged."
+            if (final / MARKER).is_file()
+            else f"There was no earlier {stage} result."
+        )
+        return (
+            f"disk full while the {stage} stage was writing in {work} ({detail}; {free}). "
+            f"{kept} Free space and run again: pieces already finished in {work} are reused."
+        )
 
     def _run_stage(self, stage: Stage, *, force: bool) -> StageResult:
         upstream = {dep: self._fingerprints[dep] for dep in stage.requires}
@@ -188,6 +313,12 @@ class Runner:
         final = self.run_dir / stage.name
         work = self.run_dir / f"{stage.name}.partial"
         old = self.run_dir / f"{stage.name}.old"
+        for path in (final, work, old):
+            if path.is_symlink():
+                raise RunDirError(
+                    f"{path} is a symbolic link: quadselect writes only inside the run directory and does not follow "
+                    "links there. Remove the link (or move what it points to into the run directory)."
+                )
         if old.exists():
             shutil.rmtree(old)
 
@@ -241,6 +372,8 @@ class Runner:
             same = args_file.is_file() and read_json(args_file).get("fingerprint") == fp
             if force or not same:
                 shutil.rmtree(work)
+            else:
+                remove_temporaries(work, recursive=True)
         work.mkdir(parents=True, exist_ok=True)
         if not args_file.is_file():
             write_json(args_file, {"fingerprint": fp, **args})

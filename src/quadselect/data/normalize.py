@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from quadselect.config import PrepareConfig, SourceSpec
 from quadselect.data.problems import Problem, ProblemReport
 from quadselect.data.readers import RawRecord, get_field, iter_source
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass
@@ -101,4 +104,12 @@ def _normalize(
         value = get_field(record.fields, spec.source_field)
         if isinstance(value, str) and value.strip():
             source = value.strip()
-    return Document(doc_id, text, source)
+    fields = (doc_id, text, source)
+    # JSON can spell a lone UTF-16 surrogate (\ud800): valid JSON, but no UTF-8 writer downstream accepts it.
+    if any(_SURROGATE.search(value) for value in fields):
+        if policy.bad_utf8 == "skip":
+            report.add(Problem("bad_utf8", record.file, record.line, "lone surrogate escape"))
+            return None
+        report.add(Problem("bad_utf8_replaced", record.file, record.line, "lone surrogate escape"))
+        fields = tuple(_SURROGATE.sub("\ufffd", value) for value in fields)
+    return Document(*fields)

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from quadselect.atomic import atomic_path, read_json, write_json
+from quadselect.audit import input_fingerprints
 from quadselect.config import RunConfig, SourceSpec
 from quadselect.data.normalize import Document, IdRegistry, iter_documents
 from quadselect.data.problems import ProblemReport
@@ -38,6 +39,7 @@ from quadselect.data.shards import (
 from quadselect.data.tokenizer import count_tokens, load_tokenizer, train_bpe_tokenizer
 from quadselect.errors import InputDataError
 from quadselect.progress import progress_bar
+from quadselect.resources import available_memory, shard_byte_limit
 from quadselect.run import StageContext
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,12 @@ def run_prepare(ctx: StageContext) -> dict[str, Any]:
     raw_dir = ctx.work_dir / "raw"
     raw_summary = _read_inputs(cfg, raw_dir, ctx.seed)
     tokenizer = _tokenizer_step(cfg, raw_dir, ctx.work_dir / TOKENIZER_DIR)
-    summary: dict[str, Any] = {"problems": raw_summary["problems"], "roles": {}}
+    summary: dict[str, Any] = {
+        "problems": raw_summary["problems"],
+        "roles": {},
+        "shard_max_bytes": raw_summary.get("shard_max_bytes"),
+        "inputs": raw_summary.get("inputs"),
+    }
     for role in ROLES:
         if role not in raw_summary["roles"]:
             continue
@@ -95,14 +102,21 @@ def _read_inputs(cfg: RunConfig, raw_dir: Path, seed: int) -> dict[str, Any]:
     if raw_dir.exists():
         shutil.rmtree(raw_dir)
     policy = cfg.prepare
+    inputs = input_fingerprints(cfg)  # before reading: the audit trail of what this run was given
+    shard_bytes = shard_byte_limit(policy.shard_max_bytes, available_memory())
+    if shard_bytes < policy.shard_max_bytes:
+        log.warning(
+            "prepare: little memory is available; shards hold at most %.0f MiB of text (prepare.shard_max_bytes: "
+            "%.0f MiB), as later stages hold a whole shard in memory",
+            shard_bytes / 2**20,
+            policy.shard_max_bytes / 2**20,
+        )
     report = ProblemReport(max_examples=policy.report_examples)
     sampler = _Reservoir(cfg.tokenizer.train_docs, cfg.tokenizer.train_chars_per_doc, seed)
     want_sample = cfg.tokenizer.path is None
     roles: dict[str, Any] = {}
     for role, specs in _specs(cfg).items():
-        writer = ShardWriter(
-            raw_dir / role, RAW_SCHEMA, max_docs=policy.shard_max_docs, max_bytes=policy.shard_max_bytes
-        )
+        writer = ShardWriter(raw_dir / role, RAW_SCHEMA, max_docs=policy.shard_max_docs, max_bytes=shard_bytes)
         per_source: dict[str, Counter[str]] = defaultdict(Counter)
         ids = IdRegistry()
         bar = progress_bar(f"prepare: reading {role}", total=None, unit="docs")
@@ -132,7 +146,7 @@ def _read_inputs(cfg: RunConfig, raw_dir: Path, seed: int) -> dict[str, Any]:
         log.info("prepare: read %d %s documents", sum(v["docs"] for v in per_source.values()), role)
     if want_sample:
         pq.write_table(pa.table({"text": sampler.texts()}), raw_dir / "tokenizer_sample.parquet")
-    result = {"problems": report.to_dict(), "roles": roles}
+    result = {"problems": report.to_dict(), "roles": roles, "shard_max_bytes": shard_bytes, "inputs": inputs}
     write_json(done, result)
     return result
 

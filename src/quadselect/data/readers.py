@@ -7,6 +7,7 @@ without being read into memory whole (`max_line_bytes`).
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
 import json
@@ -185,6 +186,8 @@ def iter_jsonl(path: Path, *, max_line_bytes: int, bad_utf8: str = "skip") -> It
                 if raw is None:
                     yield Problem("line_too_long", name, line_no, f"over {max_line_bytes} bytes")
                     continue
+                if line_no == 1:
+                    raw = raw.removeprefix(codecs.BOM_UTF8)  # written by some Windows tools; not part of the JSON
                 if not raw.strip():
                     continue
                 try:
@@ -197,8 +200,9 @@ def iter_jsonl(path: Path, *, max_line_bytes: int, bad_utf8: str = "skip") -> It
                     yield Problem("bad_utf8_replaced", name, line_no, f"byte offset {exc.start}")
                 try:
                     obj = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    yield Problem("malformed_json", name, line_no, exc.msg)
+                except (ValueError, RecursionError) as exc:
+                    # Besides JSONDecodeError (a ValueError): integers over 4300 digits and absurdly deep nesting.
+                    yield Problem("malformed_json", name, line_no, _json_error(exc))
                     continue
                 if not isinstance(obj, dict):
                     yield Problem("not_an_object", name, line_no, f"got a JSON {type(obj).__name__}")
@@ -210,12 +214,22 @@ def iter_jsonl(path: Path, *, max_line_bytes: int, bad_utf8: str = "skip") -> It
         yield Problem("corrupt_file", name, line_no + 1, f"{type(exc).__name__}: {exc}")
 
 
+def _json_error(exc: Exception) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return exc.msg
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc)[:120]
+
+
 def iter_parquet(path: Path, spec: SourceSpec) -> Iterator[RawRecord | Problem]:
     """Records of a Parquet file, read one row batch at a time; `line` is the 1-based row number."""
     try:
         pf = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises several exception types for unreadable files
-        raise InputDataError(f"{path}: not a readable Parquet file ({exc}).") from None
+        # Like a truncated .gz: reported, and the other files of the source are still read.
+        yield Problem("corrupt_file", str(path), None, f"not a readable Parquet file: {exc}")
+        return
     columns = pf.schema_arrow.names
     wanted = _wanted_columns(spec)
     top_level = {name.split(".")[0] for name in wanted}

@@ -41,9 +41,10 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedToke
 
 
 def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
-    """Load a tokenizer; a model without a pad token gets its EOS as pad (right padding is masked anyway)."""
+    """Load a tokenizer; a model without a pad token gets its EOS as pad (right padding is masked anyway). Code shipped
+    with a tokenizer is never run: such a tokenizer is refused (transformers raises ValueError)."""
     try:
-        tok = AutoTokenizer.from_pretrained(str(name_or_path))
+        tok = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=False)
     except (OSError, ValueError) as exc:
         raise ConfigError(
             f"cannot load tokenizer {str(name_or_path)!r}: {exc}. Give a local directory with tokenizer files, or "

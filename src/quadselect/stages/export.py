@@ -80,8 +80,9 @@ def run_export(ctx: StageContext) -> dict[str, Any]:
 def _write_shard(path: Any, pool: ShardSet, rows: np.ndarray, fmt: str) -> None:
     with atomic_path(path) as tmp:
         if fmt == "jsonl":
-            # mtime=0: the same selection gives byte-identical files.
-            with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as fh:
+            # mtime=0 and no file name (gzip would store the random temporary name): the same selection gives
+            # byte-identical files.
+            with open(tmp, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as fh:
                 for start in range(0, rows.size, READ_BATCH):
                     table = read_rows(pool, rows[start : start + READ_BATCH], ["doc_id", "text", "source", "n_tokens"])
                     for record in table.to_pylist():

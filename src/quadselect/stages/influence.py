@@ -30,6 +30,7 @@ from quadselect.influence import (
 )
 from quadselect.progress import track
 from quadselect.proxy import encode_texts, load_proxy, pad_documents
+from quadselect.resources import map_batches
 from quadselect.run import StageContext
 from quadselect.stages.proxy import MODEL_DIR
 
@@ -51,11 +52,16 @@ def token_batches(
     tokenizer: Any, texts: Sequence[str], *, batch_size: int, max_tokens: int
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Right-padded batches of documents truncated to `max_tokens` tokens (longer ones become windows later)."""
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    ids = [doc[:max_tokens] for doc in encode_texts(tokenizer, texts)]
+    ids, pad_id = encode_documents(tokenizer, texts, max_tokens=max_tokens)
     for start in range(0, len(ids), batch_size):
         batch = pad_documents(ids[start : start + batch_size], pad_id=pad_id, max_len=max_tokens)
         yield {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+
+
+def encode_documents(tokenizer: Any, texts: Sequence[str], *, max_tokens: int) -> tuple[list[list[int]], int]:
+    """Token ids of each text, cut at `max_tokens`, and the id to pad them with."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return [doc[:max_tokens] for doc in encode_texts(tokenizer, texts)], pad_id
 
 
 def tracked_layers(model: torch.nn.Module, cfg: FactorsConfig) -> dict[str, Any]:
@@ -158,17 +164,19 @@ class PoolScorer:
             self.scorer = InfluenceScorer(self.model, layers, g_hat, max_length=self.max_length)
 
     def score_texts(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(cosine influence, mean token loss) per text, float64."""
-        scores, losses = [], []
-        for batch in token_batches(
-            self.tokenizer, texts, batch_size=self.batch_size, max_tokens=self.max_tokens
-        ):
-            result = self.scorer.score(batch["input_ids"], batch["attention_mask"])
-            scores.append(result.scores.double().numpy())
-            losses.append(result.losses.double().numpy())
-        if not scores:
+        """(cosine influence, mean token loss) per text, float64. A batch that runs out of memory is retried in
+        halves, and the smaller batch size is kept for later calls (scores then agree to float rounding)."""
+        ids, pad_id = encode_documents(self.tokenizer, texts, max_tokens=self.max_tokens)
+
+        def score(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+            batch = pad_documents(ids[start:stop], pad_id=pad_id, max_len=self.max_tokens)
+            result = self.scorer.score(batch.input_ids, batch.attention_mask)
+            return result.scores.double().numpy(), result.losses.double().numpy()
+
+        parts, self.batch_size = map_batches(len(ids), self.batch_size, score, what="scoring")
+        if not parts:
             return np.zeros(0), np.zeros(0)
-        return np.concatenate(scores), np.concatenate(losses)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def score_rows(self, shards: ShardSet, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         texts = read_rows(shards, rows, ["text"])["text"].to_pylist()

@@ -1,0 +1,102 @@
+"""What a selection needs to be audited later: hashes of its inputs, its config and itself, and the software it ran on.
+
+`selection.json` carries an `audit` section built here. Two runs of the same config and seed on the same data give the
+same `selection_sha256`; when they do not, the rest of the section says what differed (data, config, packages).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import platform
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from quadselect.config import RunConfig, SourceSpec
+
+PACKAGES = (
+    "quadselect",
+    "torch",
+    "numpy",
+    "pyarrow",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "faiss-cpu",
+    "model2vec",
+    "sentence-transformers",
+    "scikit-learn",
+    "data-selection",
+    "pydantic",
+)
+_CHUNK = 1 << 20
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _files_sha256(files: Iterable[Path], root: Path) -> tuple[str, int, int]:
+    """One hash over (relative name, content hash) of each file, in the order given; also the count and bytes."""
+    digest = hashlib.sha256()
+    count = size = 0
+    for file in files:
+        digest.update(f"{file.relative_to(root)}\0{file_sha256(file)}\n".encode())
+        count += 1
+        size += file.stat().st_size
+    return digest.hexdigest(), count, size
+
+
+def source_fingerprint(spec: SourceSpec) -> dict[str, Any]:
+    """The content hash of a local input (a file, or every file under a folder); hub data is named, not hashed."""
+    if spec.path is None:
+        return {"hub": spec.hub, "hub_config": spec.hub_config, "split": spec.split, "sha256": None}
+    if spec.path.is_dir():
+        files = sorted(p for p in spec.path.rglob("*") if p.is_file())
+        sha, count, size = _files_sha256(files, spec.path)
+        return {"path": str(spec.path), "files": count, "bytes": size, "sha256": sha}
+    return {"path": str(spec.path), "files": 1, "bytes": spec.path.stat().st_size, "sha256": file_sha256(spec.path)}
+
+
+def input_fingerprints(config: RunConfig) -> dict[str, list[dict[str, Any]]]:
+    """Hashes of every configured input, by role, taken by `prepare` before it reads them."""
+    roles = {"pool": config.data.pool, "reference": config.data.reference, "eval": config.data.eval}
+    return {role: [source_fingerprint(spec) for spec in specs] for role, specs in roles.items() if specs}
+
+
+def prepared_fingerprint(directory: Path) -> dict[str, Any]:
+    """The hash of a prepared shard set (the normalized documents the later stages actually read)."""
+    index = json.loads((directory / "index.json").read_text(encoding="utf-8"))
+    sha, count, _ = _files_sha256((directory / shard["file"] for shard in index["shards"]), directory)
+    return {"shards": count, "docs": sum(int(s["docs"]) for s in index["shards"]), "sha256": sha}
+
+
+def config_sha256(config: RunConfig) -> str:
+    """The hash of the resolved config (defaults filled in, paths absolute) without `run_dir`: the same settings run in
+    another directory hash the same."""
+    blob = json.dumps(config.model_dump(mode="json", exclude={"run_dir"}), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def selection_sha256(doc_ids: Iterable[str]) -> str:
+    """The identity of a selection: its document ids in manifest order."""
+    digest = hashlib.sha256()
+    for doc_id in doc_ids:
+        digest.update(doc_id.encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
