@@ -9,6 +9,7 @@ from quadselect.stages.embed import embed_args, run_embed
 from quadselect.stages.export import export_args, run_export
 from quadselect.stages.influence import factors_args, reference_args, run_factors, run_reference
 from quadselect.stages.proxy import proxy_args, run_proxy
+from quadselect.stages.report import report_args, run_report
 from quadselect.stages.select import run_select, select_args
 
 
@@ -84,6 +85,15 @@ def build_pipeline() -> Pipeline:
             args=export_args,
             fn=run_export,
             help="Write the selected documents (shuffled, sharded JSONL or Parquet), the manifest and selection.json.",
+        )
+    )
+    pipeline.register(
+        Stage(
+            name="report",
+            requires=("prepare", "embed", "cluster", "proxy", "factors", "reference", "select", "export"),
+            args=report_args,
+            fn=run_report,
+            help="Write report.html and PNG figures: the clusters, the bandit, the scores and what was selected.",
         )
     )
     return pipeline

@@ -1,0 +1,277 @@
+"""Everything the report shows, read from a finished run directory.
+
+The report only reads artifacts; it never recomputes a stage. Per-document columns of the pool are read shard by
+shard for the rows that are needed (a map sample, the scored documents), so a report on a pool of hundreds of
+millions of documents holds a few columns of a few thousand rows, not the pool.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from quadselect.atomic import read_json
+from quadselect.data.shards import ShardSet, read_rows
+from quadselect.errors import QuadselectError
+
+log = logging.getLogger(__name__)
+
+STAGE_ORDER = ("prepare", "embed", "cluster", "proxy", "factors", "reference", "select", "export")
+SCORED_FILE = "scored.parquet"
+COMPARISON_FILE = "comparison.json"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass
+class StageInfo:
+    """One finished stage: its wall time, when it finished, the arguments it ran with and its summary."""
+
+    name: str
+    wall_s: float
+    finished: str
+    args: dict[str, Any]
+    summary: dict[str, Any]
+
+
+@dataclass
+class MethodResult:
+    """One row of a method comparison: metric name -> (mean, std or None)."""
+
+    method: str
+    metrics: dict[str, tuple[float, float | None]]
+    docs_scored: int | None = None
+    select_wall_s: float | None = None
+
+
+@dataclass
+class Comparison:
+    """Several selection methods evaluated alike (the evaluate benchmark's comparison.json), or why there is none."""
+
+    path: Path | None
+    methods: list[MethodResult] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)  # {check, passed, detail}: the thesis, tested
+    note: str = ""
+
+
+@dataclass
+class RunArtifacts:
+    """The finished run, as the report needs it."""
+
+    run_dir: Path
+    config_yaml: str
+    stages: list[StageInfo]
+    selection: dict[str, Any]
+    pool: ShardSet
+    pool_tokens_by_source: dict[str, int]
+    clusters: list[dict[str, Any]]
+    manifest_rows: np.ndarray
+    manifest_clusters: np.ndarray
+    manifest_tokens: np.ndarray
+    scored_rows: np.ndarray
+    scored_scores: np.ndarray
+    scored_complete: bool  # False: only the selected documents' scores are known (a select stage from before 0.1)
+    trajectory: list[dict[str, Any]] | None
+    comparison: Comparison
+    metrics: dict[str, Any] | None
+
+    @property
+    def method(self) -> str:
+        return str(self.selection.get("method", "?"))
+
+    @property
+    def tau(self) -> float | None:
+        tau = self.selection.get("tau")
+        return float(tau) if tau is not None else None
+
+
+def load_artifacts(run_dir: Path, comparison_path: Path | None = None) -> RunArtifacts:
+    """Read a run directory whose stages through `export` are done; a missing stage is an error saying which."""
+    run_dir = Path(run_dir)
+    stages = []
+    for name in STAGE_ORDER:
+        marker = run_dir / name / "_COMPLETE.json"
+        if not marker.is_file():
+            raise QuadselectError(
+                f"{run_dir}: the {name} stage has not finished, so there is nothing to report on yet. Run "
+                "`quadselect run CONFIG` (or `quadselect report CONFIG`, which runs the missing stages first)."
+            )
+        done = read_json(marker)
+        stages.append(
+            StageInfo(name, float(done["wall_s"]), str(done["finished"]), done["args"].get("args", {}), done["summary"])
+        )
+    by_name = {s.name: s for s in stages}
+    pool = ShardSet(run_dir / "prepare" / "pool")
+    pool_sources = by_name["prepare"].summary.get("roles", {}).get("pool", {}).get("sources", {})
+    manifest = pq.read_table(run_dir / "export" / "manifest.parquet", columns=["row", "cluster", "n_tokens", "score"])
+    rows, scores = _scored(run_dir / "select", manifest)
+    config_file = run_dir / "config.resolved.yaml"
+    return RunArtifacts(
+        run_dir=run_dir,
+        config_yaml=config_file.read_text(encoding="utf-8") if config_file.is_file() else "",
+        stages=stages,
+        selection=read_json(run_dir / "export" / "selection.json"),
+        pool=pool,
+        pool_tokens_by_source={name: int(src["tokens"]) for name, src in sorted(pool_sources.items())},
+        clusters=pq.read_table(run_dir / "cluster" / "clusters.parquet").to_pylist(),
+        manifest_rows=manifest["row"].to_numpy().astype(np.int64),
+        manifest_clusters=manifest["cluster"].to_numpy().astype(np.int64),
+        manifest_tokens=manifest["n_tokens"].to_numpy().astype(np.int64),
+        scored_rows=rows,
+        scored_scores=scores,
+        scored_complete=(run_dir / "select" / SCORED_FILE).is_file(),
+        trajectory=_trajectory(run_dir / "select" / "trajectory.json"),
+        comparison=load_comparison(
+            comparison_path or run_dir / "evaluate" / COMPARISON_FILE, explicit=comparison_path is not None
+        ),
+        metrics=_metrics(run_dir / "evaluate" / METRICS_FILE),
+    )
+
+
+def _scored(select_dir: Path, manifest: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Every scored document (pool row, influence score): Quad's pilot and rounds, or the whole pool for top-k.
+
+    Runs whose select stage predates `scored.parquet` fall back to the scores in the manifest (selected documents
+    only)."""
+    path = select_dir / SCORED_FILE
+    if path.is_file():
+        table = pq.read_table(path, columns=["row", "score"])
+        return table["row"].to_numpy().astype(np.int64), table["score"].to_numpy().astype(np.float64)
+    scores = manifest["score"].to_numpy(zero_copy_only=False).astype(np.float64)
+    finite = np.isfinite(scores)
+    return manifest["row"].to_numpy().astype(np.int64)[finite], scores[finite]
+
+
+def _trajectory(path: Path) -> list[dict[str, Any]] | None:
+    if not path.is_file():
+        return None
+    records = read_json(path)
+    return records if isinstance(records, list) and records else None
+
+
+def _metrics(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    data = read_json(path)
+    return data if isinstance(data, dict) else None
+
+
+def load_comparison(path: Path, *, explicit: bool = False) -> Comparison:
+    """Read a comparison.json (schema `quadselect.comparison/1` from `quadselect.evaluate.compare`, or a bare list):
+    methods of {method, metrics, docs_scored, select_wall_s}.
+
+    A metric is {"mean": m, "std": s} or a plain number. An explicitly configured file that is missing is an error;
+    an unreadable one, or a missing default file, leaves a note in the report instead."""
+    if not path.is_file():
+        if explicit:
+            raise QuadselectError(
+                f"report.comparison: {path} does not exist. Point it at the comparison.json the evaluate benchmark "
+                "wrote, or remove the key (the report then uses <run_dir>/evaluate/comparison.json when present)."
+            )
+        return Comparison(None, note="No method comparison: run the evaluate benchmark to compare selections.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        entries = data.get("methods") if isinstance(data, dict) else data
+        if not isinstance(entries, list) or not entries:
+            raise ValueError("expected a non-empty list of methods")
+        methods = [_method_result(entry) for entry in entries]
+        checks = [
+            {"check": str(c["check"]), "passed": bool(c["passed"]), "detail": str(c.get("detail", ""))}
+            for c in (data.get("checks") or [] if isinstance(data, dict) else [])
+        ]
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        log.warning("report: %s is not a readable comparison (%s); the report leaves it out", path, exc)
+        return Comparison(path, note=f"{path} could not be read as a method comparison ({exc}).")
+    return Comparison(path, methods, checks)
+
+
+def _method_result(entry: dict[str, Any]) -> MethodResult:
+    metrics: dict[str, tuple[float, float | None]] = {}
+    for name, value in (entry.get("metrics") or {}).items():
+        if not isinstance(value, dict):
+            metrics[name] = (float(value), None)
+        elif value.get("mean") is not None:  # null: no seed of this method measured it
+            metrics[name] = (float(value["mean"]), _opt_float(value.get("std")))
+    if not metrics:
+        raise ValueError(f"method {entry.get('method')!r} has no metrics")
+    return MethodResult(
+        method=str(entry["method"]),
+        metrics=metrics,
+        docs_scored=int(entry["docs_scored"]) if entry.get("docs_scored") is not None else None,
+        select_wall_s=_opt_float(entry.get("select_wall_s")),
+    )
+
+
+def _opt_float(value: Any) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    return None if math.isnan(number) else number
+
+
+def pool_column(run_dir: Path, pool: ShardSet, rows: np.ndarray, column: str) -> np.ndarray:
+    """A column of the cluster assignments (`cluster`, `source`, ...) for `rows`, in the order of `rows`, reading
+    only the shards that hold them."""
+    rows = np.asarray(rows, dtype=np.int64)
+    order = np.argsort(rows, kind="stable")
+    picked, values = [], []
+    start = 0
+    for shard in pool.index["shards"]:
+        end = start + int(shard["docs"])
+        lo, hi = np.searchsorted(rows[order], [start, end])
+        if hi > lo:
+            table = pq.read_table(run_dir / "cluster" / "assignments" / shard["file"], columns=[column])
+            picked.append(order[lo:hi])
+            values.append(table[column].to_numpy(zero_copy_only=False)[rows[order[lo:hi]] - start])
+        start = end
+    if not values:
+        return np.zeros(0)
+    return np.concatenate(values)[np.argsort(np.concatenate(picked), kind="stable")]
+
+
+def documents(pool: ShardSet, rows: np.ndarray) -> list[dict[str, Any]]:
+    """doc_id, source and text of pool `rows`, in that order."""
+    if not len(rows):
+        return []
+    return read_rows(pool, np.asarray(rows, dtype=np.int64), ["doc_id", "source", "text"]).to_pylist()
+
+
+def changed_args(args: dict[str, Any]) -> dict[str, Any]:
+    """A stage's arguments that differ from the config defaults, as dotted keys (`select.budget_fraction`).
+
+    Sections without defaults (`data`) are summarized by their number of inputs. This is what tells two runs apart
+    in `quadselect status` and in the report."""
+    from pydantic import BaseModel, ValidationError
+
+    from quadselect.config import RunConfig
+
+    out: dict[str, Any] = {}
+    for section, value in args.items():
+        model = RunConfig.model_fields.get(section)
+        annotation = model.annotation if model is not None else None
+        if section == "data" and isinstance(value, dict):
+            for role, sources in value.items():
+                out[f"data.{role}"] = f"{len(sources)} input(s)"
+        elif isinstance(value, dict) and isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            try:
+                default = annotation().model_dump(mode="json")
+            except ValidationError:
+                default = {}
+            out.update({f"{section}.{k}": v for k, v in value.items() if k not in default or default[k] != v})
+        elif isinstance(value, dict):
+            out.update({f"{section}.{k}": v for k, v in value.items() if v is not None})
+        elif model is None or value != model.default:
+            out[section] = value
+    return out
+
+
+def format_args(args: dict[str, Any], sep: str = ", ") -> str:
+    """`changed_args` as text: `k=v` joined by `sep` (or "defaults")."""
+    changed = changed_args(args)
+    return sep.join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in changed.items()) or "defaults"

@@ -1,0 +1,165 @@
+"""The report stage on a tiny run: every figure and table, numbers that match the run, escaping, determinism,
+the method comparison when an evaluation wrote one, and a baseline without a bandit."""
+
+from __future__ import annotations
+
+import csv
+import math
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from quadselect.api import run_pipeline
+from quadselect.atomic import read_json, write_text
+from quadselect.config import ReportConfig, RunConfig
+from quadselect.errors import QuadselectError
+from quadselect.report import build_report
+from quadselect.report.artifacts import changed_args, load_artifacts
+from quadselect.report.build import extreme_documents
+from quadselect.run import StageResult
+from tests.report.conftest import copy_run
+
+Run = tuple[RunConfig, dict[str, StageResult]]
+QUAD_FIGURES = {"timings", "map", "trajectory", "scores", "composition"}
+QUAD_TABLES = {"summary", "stages", "clusters", "composition", "top-docs", "bottom-docs"}
+
+
+def _html(config: RunConfig) -> str:
+    return (config.run_dir / "report" / "report.html").read_text(encoding="utf-8")
+
+
+def test_every_figure_and_table_is_written_and_inlined(report_run: Run) -> None:
+    config, results = report_run
+    summary = results["report"].summary
+    assert set(summary["figures"]) == QUAD_FIGURES
+    assert set(summary["tables"]) == QUAD_TABLES
+    assert set(summary["left_out"]) == {"comparison"}
+    html = _html(config)
+    for name, path in summary["figures"].items():
+        assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f'data-figure="{name}"><img src="data:image/png;base64,' in html
+    for table in summary["tables"]:
+        assert f'data-table="{table}"' in html
+    assert 'data-missing="comparison"' in html
+    assert summary["path"] == str(config.run_dir / "report" / "report.html")
+    # Self-contained and inert: nothing fetched, no script of ours, and the pool's markup shown as text.
+    assert "http://" not in html and "https://" not in html
+    assert "<script" not in html and "<b>&amp;</b>" not in html
+    assert "&lt;script&gt;alert(&quot;qs&quot;)&lt;/script&gt;" in html
+
+
+def test_tables_agree_with_the_run(report_run: Run) -> None:
+    config, results = report_run
+    selection = results["select"].summary
+    with open(config.run_dir / "report" / "clusters.csv", encoding="utf-8") as fh:
+        clusters = list(csv.DictReader(fh))
+    assert len(clusters) == results["cluster"].summary["k"]
+    assert sum(int(c["selected_tokens"]) for c in clusters) == selection["tokens_selected"]
+    assert sum(int(c["scored"]) for c in clusters) == selection["docs_scored"]  # pilot + rounds, selected or not
+    trajectory = read_json(config.run_dir / "select" / "trajectory.json")
+    assert sum(int(c["pulled"]) for c in clusters) == sum(len(r.get("arms", [])) for r in trajectory)
+    accepted = {int(c["cluster"]) for c in clusters if int(c["accepted"]) > 0}
+    assert accepted == {a for r in trajectory for a in r.get("accepted", [])}
+
+    art = load_artifacts(config.run_dir)
+    scored = pq.read_table(config.run_dir / "select" / "scored.parquet").to_pydict()
+    top, bottom = extreme_documents(art, 10, 300)
+    assert [d["score"] for d in top] == sorted(scored["score"], reverse=True)[:10]
+    assert [d["score"] for d in bottom] == sorted(scored["score"])[:10]
+    manifest = pq.read_table(config.run_dir / "export" / "manifest.parquet").to_pydict()
+    assert {d["doc_id"] for d in top + bottom if d["selected"]} <= set(manifest["doc_id"])
+    assert all(d["snippet"].startswith('<script>alert("qs")</script>') for d in top)  # raw here, escaped in HTML
+
+
+def test_the_report_is_deterministic(report_run: Run, tmp_path: Path) -> None:
+    config, _ = report_run
+    build_report(config.run_dir, tmp_path, config.report, seed=config.seed_for("report"))
+    stage_dir = config.run_dir / "report"
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == sorted(p.name for p in stage_dir.iterdir() if not p.name.startswith("_"))
+    for name in written:
+        assert (tmp_path / name).read_bytes() == (stage_dir / name).read_bytes(), name
+
+
+def test_the_comparison_appears_when_an_evaluation_wrote_one(compared_run: Run) -> None:
+    config, results = compared_run
+    assert all(results[name].skipped for name in ("prepare", "proxy", "select", "export"))
+    assert not results["report"].skipped  # the new evaluation files changed the report's arguments
+    summary = results["report"].summary
+    assert "comparison" in summary["figures"] and not summary["left_out"]
+    assert {"comparison", "checks", "metrics"} <= set(summary["tables"])
+    html = _html(config)
+    assert 'data-figure="comparison"' in html and 'data-missing="comparison"' not in html
+    assert "4.925 ± 0.035" in html  # quad's reference loss: mean ± sample std of 4.9 and 4.95
+
+
+def test_the_report_follows_the_evaluation_files(compared_run: Run, tmp_path: Path) -> None:
+    config = copy_run(compared_run[0], tmp_path)
+    again = {r.name: r for r in run_pipeline(config)}
+    assert again["report"].skipped
+    write_text(config.run_dir / "evaluate" / "comparison.json", '{"methods": "not a list"}')
+    broken = {r.name: r for r in run_pipeline(config)}
+    assert not broken["report"].skipped
+    assert "could not be read" in broken["report"].summary["left_out"]["comparison"]
+    assert 'data-missing="comparison"' in _html(config)
+
+
+def test_a_baseline_report_leaves_out_what_it_does_not_have(report_run: Run, tmp_path: Path) -> None:
+    config = copy_run(report_run[0], tmp_path, select={"method": "random"})
+    results = {r.name: r for r in run_pipeline(config)}
+    assert results["embed"].skipped and not results["select"].skipped
+    summary = results["report"].summary
+    assert set(summary["figures"]) == {"timings", "map", "composition"}
+    assert {"trajectory", "scores", "documents", "comparison"} == set(summary["left_out"])
+    html = _html(config)
+    for name in ("trajectory", "scores", "documents"):
+        assert f'data-missing="{name}"' in html
+    with open(config.run_dir / "report" / "clusters.csv", encoding="utf-8") as fh:
+        clusters = list(csv.DictReader(fh))
+    assert {c["pulled"] for c in clusters} == {""}  # no bandit, no pulls (not zero pulls)
+    assert sum(int(c["selected_tokens"]) for c in clusters) == results["select"].summary["tokens_selected"]
+
+
+def test_a_configured_comparison_that_is_missing_is_an_error(report_run: Run, tmp_path: Path) -> None:
+    config, _ = report_run
+    with pytest.raises(QuadselectError, match=r"report\.comparison"):
+        build_report(config.run_dir, tmp_path, ReportConfig(comparison=tmp_path / "nowhere.json"))
+
+
+def test_a_run_without_export_cannot_be_reported(tmp_path: Path) -> None:
+    (tmp_path / "prepare").mkdir()
+    with pytest.raises(QuadselectError, match="prepare stage has not finished"):
+        build_report(tmp_path, tmp_path / "out")
+
+
+def test_changed_args_shows_only_what_differs_from_the_defaults() -> None:
+    from quadselect.config import SelectConfig
+
+    select = SelectConfig().model_dump(mode="json")
+    args = {"select": {**select, "budget_fraction": 0.2}, "seed": 3, "data": {"pool": [{}, {}], "reference": [{}]}}
+    assert changed_args(args) == {
+        "select.budget_fraction": 0.2,
+        "seed": 3,
+        "data.pool": "2 input(s)",
+        "data.reference": "1 input(s)",
+    }
+    assert changed_args({"select": select, "seed": 0}) == {}
+    report = {**ReportConfig().model_dump(mode="json"), "map_docs": 50}
+    assert changed_args({"report": report}) == {"report.map_docs": 50}
+
+
+def test_a_run_without_scored_parquet_shows_the_selected_scores_and_says_so(report_run: Run, tmp_path: Path) -> None:
+    config, results = report_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(config.run_dir, run_dir)
+    (run_dir / "select" / "scored.parquet").unlink()
+    art = load_artifacts(run_dir)
+    manifest = pq.read_table(run_dir / "select" / "manifest.parquet").to_pydict()
+    scored = [r for r, s in zip(manifest["row"], manifest["score"], strict=True) if math.isfinite(s)]
+    assert sorted(art.scored_rows) == sorted(scored)
+    assert art.scored_rows.size < results["select"].summary["docs_scored"]
+    report = build_report(run_dir, tmp_path / "out")
+    assert "scores" in report.figures
+    assert "--force select" in report.html.read_text(encoding="utf-8")
