@@ -89,3 +89,38 @@ def select(config: RunConfig | str | Path) -> Selection:
     run_pipeline(cfg, until="select")
     out = cfg.run_dir / "select"
     return Selection(manifest=pq.read_table(out / MANIFEST), summary=read_json(out / SELECTION_JSON))
+
+
+def run_config(run_dir_or_config: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """The config of a run: a YAML config file, or a run directory (its `config.resolved.yaml`), with overrides."""
+    from quadselect.errors import RunDirError
+
+    path = Path(run_dir_or_config)
+    if path.is_dir():
+        path = path / "config.resolved.yaml"
+        if not path.is_file():
+            raise RunDirError(
+                f"{path.parent} is not a run directory (no config.resolved.yaml): run `quadselect run CONFIG` first, "
+                "or pass the config file."
+            )
+    return load_config(path, overrides)
+
+
+def train(config: RunConfig | str | Path, *, force: bool = False) -> dict[str, Any]:
+    """Train a fresh small model on the run's exported selection (running any unfinished stage before it); returns
+    the train stage's summary. The model is saved in `<run_dir>/train/model/`."""
+    from quadselect.evaluate.stages import evaluation_pipeline
+
+    cfg = _config(config)
+    [*_, result] = Runner(evaluation_pipeline(), cfg).run("train", force=("train",) if force else ())
+    return result.summary
+
+
+def evaluate(config: RunConfig | str | Path, *, force: bool = False) -> dict[str, Any]:
+    """Train on the selection if needed, then evaluate: returns `<run_dir>/evaluate/metrics.json` (held-out
+    reference loss, loss per pool domain and their mean, cloze accuracy, extra files, lm-eval tasks)."""
+    from quadselect.evaluate.stages import METRICS_FILE, evaluation_pipeline
+
+    cfg = _config(config)
+    Runner(evaluation_pipeline(), cfg).run("evaluate", force=("evaluate",) if force else ())
+    return read_json(cfg.run_dir / "evaluate" / METRICS_FILE)

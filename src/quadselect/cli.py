@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,7 +15,27 @@ from rich.table import Table
 from quadselect import __version__
 from quadselect.errors import QuadselectError
 
-app = typer.Typer(
+
+class _App(typer.Typer):
+    """Typer, except that an unexpected exception (a bug, or an input nothing checks) is one paragraph on stderr and
+    exit code 1; its traceback is shown only with --debug."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as exc:
+            if _state["debug"]:
+                raise
+            what = " ".join(str(exc).split()).rstrip(".")
+            Console(stderr=True).print(
+                f"[bold red]error:[/] unexpected {type(exc).__name__}: {what}. This is probably a bug in quadselect: "
+                "run the same command with --debug to see the traceback, and report it.",
+                highlight=False,
+            )
+            sys.exit(1)
+
+
+app = _App(
     help="Select pretraining data by quality (influence) and diversity (cluster bandit): the Quad method.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -64,8 +84,12 @@ def _run(config_path: Path, target: str | None, force: tuple[str, ...]) -> None:
     from quadselect.api import run_pipeline
     from quadselect.config import load_config
     from quadselect.display import SHOW
+    from quadselect.pipeline import build_pipeline
 
     try:
+        stages = list(build_pipeline().stages)
+        if target is not None and target not in stages:
+            raise QuadselectError(f"--until {target}: no such stage. Stages, in order: {', '.join(stages)}.")
         config = load_config(config_path)
         results = run_pipeline(config, until=target, force=force)
     except QuadselectError as exc:
@@ -76,6 +100,9 @@ def _run(config_path: Path, target: str | None, force: tuple[str, ...]) -> None:
         console.print(f"[bold]{result.name}[/]: {state} -> {result.path}")
         if result.name in SHOW and (result.name == target or target is None):
             SHOW[result.name](console, result.summary)
+    report = next((r for r in results if r.name == "report"), None)
+    if report is not None:
+        console.print(f"The report: [bold]{report.summary['path']}[/] (open it in a browser; figures as PNG beside it)")
 
 
 @app.command()
@@ -116,22 +143,36 @@ def demo(
 
 @app.command()
 def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
-    """Show which stages of a run are done, with their timings."""
+    """Show which stages of a run are done, with their timings and the arguments that differ from the defaults."""
     from quadselect.pipeline import build_pipeline
-    from quadselect.run import stage_status
+    from quadselect.report.artifacts import format_args
+    from quadselect.run import MARKER, stage_status
 
+    if not run_dir.is_dir():
+        _fail(QuadselectError(f"{run_dir}: no such run directory. Pass the run_dir of a config you have run."))
+        return
+    names = list(build_pipeline().stages)
+    extra = sorted(p.parent.name for p in run_dir.glob(f"*/{MARKER}") if p.parent.name not in names)
     table = Table(title=str(run_dir))
-    for col in ("stage", "state", "wall time", "finished", "fingerprint"):
-        table.add_column(col)
-    for name in build_pipeline().stages:
+    for col in ("stage", "state", "wall time", "finished", "arguments (non-default)"):
+        table.add_column(col, overflow="fold")
+    total = 0.0
+    for name in names + extra:
         done = stage_status(run_dir, name)
         if done is not None:
-            table.add_row(name, "done", f"{done['wall_s']:.1f}s", done["finished"], done["fingerprint"])
+            total += done["wall_s"]
+            args = format_args(done.get("args", {}).get("args", {}), sep="\n")
+            finished = done["finished"][:19].replace("T", " ")
+            table.add_row(name, "done", f"{done['wall_s']:.1f}s", finished, args)
         elif (run_dir / f"{name}.partial").exists():
             table.add_row(name, "partial (will resume)", "", "", "")
         else:
             table.add_row(name, "not run", "", "", "")
+    table.add_row("total", "", f"{total:.1f}s", "", "", end_section=True)
     console.print(table)
+    report = stage_status(run_dir, "report")
+    if report is not None:
+        console.print(f"report: {report['summary']['path']}")
 
 
 @app.command()
@@ -206,6 +247,59 @@ def score(
 
             write_text(out, "".join(json.dumps(r) + "\n" for r in records))
         console.print(f"scores written to {out}")
+
+
+RunArg = Annotated[Path, typer.Argument(help="A run directory (or the run's YAML config file).")]
+
+
+@app.command()
+def train(
+    run_dir: RunArg,
+    tokens: Annotated[int | None, typer.Option(help="Training tokens (default: train.train_tokens).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of initialization and data order (train.seed).")] = None,
+    force: ForceOpt = False,
+) -> None:
+    """Train a fresh small Llama from scratch on the run's exported selection (missing stages run first)."""
+    from quadselect.api import run_config
+    from quadselect.api import train as train_selection
+
+    overrides = {k: v for k, v in (("train_tokens", tokens), ("seed", seed)) if v is not None}
+    try:
+        summary = train_selection(run_config(run_dir, {"train": overrides} if overrides else None), force=force)
+    except QuadselectError as exc:
+        _fail(exc)
+        return
+    console.print(
+        f"[bold]train[/]: {summary['params']:,}-parameter model, {summary['tokens']:,} tokens "
+        f"({summary['passes']:.2f} passes over the {summary['method']} selection), final loss "
+        f"{summary['final_loss']:.3f}, {summary['tokens_per_s']:,.0f} tokens/s"
+    )
+
+
+@app.command()
+def evaluate(
+    run_dir: RunArg,
+    force: ForceOpt = False,
+) -> None:
+    """Evaluate the model trained on the selection (training it first if needed): held-out reference loss, loss per
+    pool domain and their mean, cloze accuracy, extra held-out files; writes <run_dir>/evaluate/metrics.json."""
+    from quadselect.api import evaluate as evaluate_selection
+    from quadselect.api import run_config
+
+    try:
+        config = run_config(run_dir)
+        metrics = evaluate_selection(config, force=force)
+    except QuadselectError as exc:
+        _fail(exc)
+        return
+    table = Table(title=f"{metrics['method']} selection, model trained on {metrics['train_tokens']:,} tokens")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics.items():
+        if isinstance(value, float):
+            table.add_row(name, f"{value:.4f}")
+    console.print(table)
+    console.print(f"metrics written to {config.run_dir / 'evaluate' / 'metrics.json'}")
 
 
 def _register_stage_commands() -> None:

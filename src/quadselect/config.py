@@ -8,6 +8,7 @@ move together. Every random choice in a run derives from `seed` (see `RunConfig.
 from __future__ import annotations
 
 import hashlib
+import reprlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -252,6 +253,12 @@ class SelectConfig(_Strict):
         "drop", description="Selected documents sharing long n-grams with reference/eval texts: drop, flag, or off."
     )
     decontaminate_ngram: int = Field(13, ge=4, description="n of the word n-grams checked for contamination.")
+    seed: int | None = Field(
+        None,
+        ge=0,
+        description="Seed of the selection's own random choices (pilot, arm order, sampling). Null: derived from the "
+        "run seed. Varying it repeats a selection without re-running the stages before select.",
+    )
 
     @model_validator(mode="after")
     def _one_budget(self) -> SelectConfig:
@@ -265,6 +272,131 @@ class ExportConfig(_Strict):
 
     format: Literal["jsonl", "parquet"] = Field("jsonl", description="Output shard format.")
     shard_tokens: int = Field(100_000_000, gt=0, description="Tokens per output shard at most.")
+
+
+class ReportConfig(_Strict):
+    """The HTML report with PNG figures: what was chosen and why (docs/report.md)."""
+
+    comparison: Path | None = Field(
+        None,
+        description="A comparison.json of several selection methods (written by the evaluate benchmark), relative to "
+        "the config. Null: <run_dir>/evaluate/comparison.json when it exists.",
+    )
+    map_docs: int = Field(4_000, ge=10, description="Pool documents (a seeded sample) drawn on the 2-D map.")
+    top_docs: int = Field(10, gt=0, description="Highest- and lowest-scored documents listed with snippets.")
+    snippet_chars: int = Field(300, gt=0, description="Characters of each listed document shown.")
+    table_clusters: int = Field(
+        100, gt=0, description="Cluster table rows in the HTML (most selected first); clusters.csv has every cluster."
+    )
+
+    @field_validator("comparison")
+    @classmethod
+    def _resolve_comparison(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        base = (info.context or {}).get("base_dir")
+        path = value.expanduser()
+        return (Path(base) / path).resolve() if not path.is_absolute() and base is not None else path
+
+
+class TrainConfig(_Strict):
+    """A fresh small Llama trained from scratch on the exported selection (`quadselect train`): a selection is only as
+    good as a model trained on it. Every selection is trained alike (same model, same token count), so the held-out
+    losses of different methods compare."""
+
+    train_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="Tokens to train on, equal for every method; a smaller selection is repeated (reshuffled each "
+        "pass). Null: the selection budget (one pass).",
+    )
+    hidden_size: int = Field(128, gt=0, description="Hidden size.")
+    num_layers: int = Field(2, gt=0, description="Transformer blocks.")
+    num_heads: int = Field(4, gt=0, description="Attention heads (must divide hidden_size).")
+    intermediate_size: int = Field(384, gt=0, description="MLP width.")
+    tie_embeddings: bool = Field(
+        True, description="Share the input embedding and the LM head (with an 8k vocabulary they dominate the model)."
+    )
+    seq_len: int = Field(256, ge=16, description="Context length and training block size.")
+    batch_size: int = Field(16, gt=0, description="Sequences per optimizer step.")
+    lr: float = Field(3e-3, gt=0, description="Peak learning rate of the cosine schedule.")
+    warmup_frac: float = Field(0.05, ge=0, lt=1, description="Fraction of the steps spent in linear warmup.")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay on matrices (not on norms).")
+    grad_clip: float = Field(1.0, ge=0, description="Gradient-norm clipping threshold (0: off).")
+    bf16: bool = Field(True, description="Train under bf16 autocast (≈1.5× faster on CPU).")
+    checkpoint_every: int = Field(100, gt=0, description="Steps between checkpoints (a killed run resumes from one).")
+    seed: int | None = Field(
+        None, ge=0, description="Seed of the model's initialization and data order. Null: derived from the run seed."
+    )
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> TrainConfig:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        return self
+
+
+class ClozeConfig(_Strict):
+    """LAMBADA-style last-word prediction built from the held-out reference documents: each passage (a block between
+    blank lines) ending in a word gives the document's text up to that word as context and the word as target."""
+
+    enabled: bool = Field(True, description="Build and score the cloze task.")
+    min_word_chars: int = Field(3, ge=1, description="Targets shorter than this (a, I, of) are skipped.")
+    min_passage_words: int = Field(
+        8, ge=1, description="Only passages of at least this many words end in a target (skips speaker names)."
+    )
+    min_context_words: int = Field(20, ge=1, description="Words of context a target needs before it.")
+    max_per_doc: int = Field(4, gt=0, description="Targets per document at most (the last passages' last words).")
+
+
+class LmEvalConfig(_Strict):
+    """The optional lm-evaluation-harness hook (`pip install lm-eval`): any of its tasks, or local task YAMLs."""
+
+    tasks: list[str] = Field(default_factory=list, description="Task names; empty: the hook is off.")
+    include_path: Path | None = Field(
+        None, description="A folder of task YAMLs (relative to the config), e.g. a local task over a JSONL file."
+    )
+    include_defaults: bool = Field(
+        True, description="Also index lm-eval's built-in tasks (slower to start; hub datasets need internet)."
+    )
+    limit: int | None = Field(None, gt=0, description="Examples per task at most.")
+    num_fewshot: int | None = Field(None, ge=0, description="Few-shot examples (null: the task's default).")
+    batch_size: int = Field(8, gt=0, description="Requests per model call.")
+
+    @field_validator("include_path")
+    @classmethod
+    def _resolve_include_path(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        base = (info.context or {}).get("base_dir")
+        path = value.expanduser()
+        path = Path(base) / path if not path.is_absolute() and base is not None else path
+        if not path.exists():
+            raise ValueError(f"path does not exist: {path}")
+        return path.resolve()
+
+
+class EvaluateConfig(_Strict):
+    """Held-out evaluation of the model trained on the selection (`quadselect evaluate`): the reference loss (the
+    target), the loss on every pool domain and their average (breadth), cloze accuracy, and extra held-out files."""
+
+    reference_sources: list[str] | None = Field(
+        None,
+        description="Sources of the eval split that are held-out reference text. Null: the eval sources that do not "
+        "occur in the pool (the demo's 'reference-heldout'); with none, the reference set itself is used (warned).",
+    )
+    max_docs_per_source: int | None = Field(
+        200, gt=0, description="Documents per eval source at most (a seeded sample, the same for every method)."
+    )
+    max_tokens_per_doc: int = Field(
+        1024, ge=2, description="Tokens of each document scored at most (windows of the model's context)."
+    )
+    batch_size: int = Field(16, gt=0, description="Rows per forward pass.")
+    extra: list[SourceSpec] = Field(
+        default_factory=list, description="More held-out files; each gets its own loss, named by its source label."
+    )
+    cloze: ClozeConfig = Field(default_factory=ClozeConfig)
+    lm_eval: LmEvalConfig = Field(default_factory=LmEvalConfig)
 
 
 class RunConfig(_Strict):
@@ -282,6 +414,9 @@ class RunConfig(_Strict):
     reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
     select: SelectConfig = Field(default_factory=SelectConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
     @field_validator("run_dir")
     @classmethod
@@ -291,6 +426,19 @@ class RunConfig(_Strict):
         if not path.is_absolute() and base is not None:
             path = Path(base) / path
         return path.resolve()
+
+    @model_validator(mode="after")
+    def _run_dir_outside_inputs(self) -> RunConfig:
+        """Writes stay out of the input folders: a run directory inside a pool folder would have its own shards read
+        back as input on the next run."""
+        for role in ("pool", "reference", "eval"):
+            for spec in getattr(self.data, role):
+                if spec.path is not None and spec.path.is_dir() and self.run_dir.is_relative_to(spec.path):
+                    raise ValueError(
+                        f"run_dir {self.run_dir} is inside the {role} input folder {spec.path}: the run's own files "
+                        "would be read as input. Put run_dir outside the data folders."
+                    )
+        return self
 
     def seed_for(self, purpose: str) -> int:
         """A stable 32-bit seed for one purpose, derived from the run seed; stages never share an RNG stream."""
@@ -305,8 +453,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
         raise ConfigError(f"config file not found: {path}. Pass the path of a YAML config file.")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc) or 'nested too deeply'}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys (run_dir, seed, data, ...).")
     if overrides:
@@ -319,6 +467,10 @@ def config_from_dict(data: dict[str, Any], *, base_dir: Path, origin: str = "<co
         return RunConfig.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, origin)) from None
+    except (OSError, RuntimeError) as exc:
+        # Raised by path validators for paths the OS refuses to look at: a name too long, `~user` of an unknown
+        # user, nesting too deep (RecursionError). Still the config's fault, not a bug.
+        raise ConfigError(f"{origin}: invalid configuration: {str(exc)[:300] or type(exc).__name__}") from None
 
 
 def format_validation_error(exc: ValidationError, origin: str) -> str:
@@ -331,9 +483,17 @@ def format_validation_error(exc: ValidationError, origin: str) -> str:
         elif err["type"] == "missing":
             msg = "required key is missing"
         given = err.get("input")
-        shown = "" if err["type"] in ("missing", "extra_forbidden") or isinstance(given, dict) else f" (got {given!r})"
+        # reprlib: bounded however large the value (a YAML alias bomb expands to billions of items when printed).
+        hidden = err["type"] in ("missing", "extra_forbidden") or isinstance(given, dict)
+        shown = "" if hidden else f" (got {_short(given)})"
         lines.append(f"  - {key}: {msg}{shown}")
     return "\n".join(lines)
+
+
+def _short(value: Any) -> str:
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = 200
+    return short.repr(value)
 
 
 def resolved_yaml(config: RunConfig) -> str:

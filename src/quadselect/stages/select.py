@@ -21,13 +21,15 @@ import pyarrow.parquet as pq
 import torch
 
 from quadselect.atomic import atomic_path, read_json, write_json
+from quadselect.audit import config_sha256, package_versions, prepared_fingerprint, selection_sha256
 from quadselect.cluster import load_neighbour_graph
 from quadselect.config import RunConfig, SelectConfig
 from quadselect.data.shards import ShardSet, read_rows
 from quadselect.errors import ConfigError
 from quadselect.progress import progress_bar
-from quadselect.proxy import DocBatch, load_proxy, row_nll
-from quadselect.run import StageContext
+from quadselect.proxy import DocBatch, load_proxy, pad_documents, row_nll
+from quadselect.resources import map_batches
+from quadselect.run import ARGS_FILE, StageContext, stage_status
 from quadselect.select import (
     NgramIndex,
     QuadParams,
@@ -40,7 +42,7 @@ from quadselect.select import (
     topk_selection,
 )
 from quadselect.stages.cluster import ASSIGNMENTS_DIR, GRAPH_FILE
-from quadselect.stages.influence import PoolScorer, token_batches
+from quadselect.stages.influence import PoolScorer, encode_documents
 from quadselect.stages.proxy import MODEL_DIR
 
 log = logging.getLogger(__name__)
@@ -49,10 +51,19 @@ MANIFEST = "manifest.parquet"
 SELECTION_JSON = "selection.json"
 QUAD_STATE = "quad_state.json"
 TRAJECTORY = "trajectory.json"
+AUDITED_STAGES = ("prepare", "embed", "cluster", "proxy", "factors", "reference")
+SCORED = "scored.parquet"
 
 
 def select_args(config: RunConfig) -> dict[str, Any]:
-    return {"select": config.select.model_dump(mode="json"), "seed": config.seed}
+    # An unset select.seed is left out, so fingerprints of runs made before the key existed stay valid.
+    exclude = {"seed"} if config.select.seed is None else set()
+    return {"select": config.select.model_dump(mode="json", exclude=exclude), "seed": config.seed}
+
+
+def selection_seed(ctx: StageContext) -> int:
+    """select.seed when given (repeat a selection with another seed, upstream stages untouched), else the run's."""
+    return ctx.config.select.seed if ctx.config.select.seed is not None else ctx.seed
 
 
 def budget_tokens(cfg: SelectConfig, pool_tokens: int) -> int:
@@ -91,9 +102,9 @@ def run_select(ctx: StageContext) -> dict[str, Any]:
             ctx, pool, eligible, sub_clusters, sub_tokens, budget, cluster_summary, scores, rounds
         )
     elif cfg.method == "random":
-        picked = random_selection(sub_tokens, budget, ctx.seed)
+        picked = random_selection(sub_tokens, budget, selection_seed(ctx))
     elif cfg.method == "cluster_balanced":
-        picked = cluster_balanced_selection(sub_clusters, sub_tokens, budget, ctx.seed)
+        picked = cluster_balanced_selection(sub_clusters, sub_tokens, budget, selection_seed(ctx))
     elif cfg.method == "topk_influence":
         scores[:] = _score_pool(ctx, pool, cfg)
         picked = topk_selection(scores[eligible], sub_tokens, budget)
@@ -105,7 +116,7 @@ def run_select(ctx: StageContext) -> dict[str, Any]:
     else:
         pool_texts = [t for table in pool.iter_tables(["text"]) for t in table["text"].to_pylist()]
         ref_texts = ShardSet(ctx.input("prepare") / "reference").read(["text"])["text"].to_pylist()
-        picked = dsir_selection([pool_texts[i] for i in eligible], ref_texts, sub_tokens, budget, ctx.seed)
+        picked = dsir_selection([pool_texts[i] for i in eligible], ref_texts, sub_tokens, budget, selection_seed(ctx))
     keep = eligible[picked]
     select_wall = time.perf_counter() - start
 
@@ -124,6 +135,9 @@ def run_select(ctx: StageContext) -> dict[str, Any]:
     )
     with atomic_path(ctx.work_dir / MANIFEST) as tmp:
         pq.write_table(manifest, tmp)
+    scored_rows = np.flatnonzero(np.isfinite(scores))  # every scored document, selected or not (for the report)
+    with atomic_path(ctx.work_dir / SCORED) as tmp:
+        pq.write_table(pa.table({"row": pa.array(scored_rows, pa.int64()), "score": scores[scored_rows]}), tmp)
     dropped = ctx.work_dir / "decontaminated.json"
     write_json(
         dropped, {"mode": cfg.decontaminate, "doc_ids": assignments["doc_id"].take(pa.array(contaminated)).to_pylist()}
@@ -148,8 +162,29 @@ def run_select(ctx: StageContext) -> dict[str, Any]:
         **extra,
     }
     summary["fraction_scored"] = round(summary["docs_scored"] / max(1, summary["pool_docs"]), 4)
-    write_json(ctx.work_dir / SELECTION_JSON, summary)
+    summary["selection_sha256"] = selection_sha256(manifest["doc_id"].to_pylist())
+    write_json(ctx.work_dir / SELECTION_JSON, {**summary, "audit": _audit(ctx)})
     return summary
+
+
+def _audit(ctx: StageContext) -> dict[str, Any]:
+    """What selection.json records so a selection can be audited later: the config's hash, the fingerprints of the
+    stages it came from, the hashes of the inputs and of the prepared documents, and the package versions."""
+    prepared = ctx.input("prepare")
+    fingerprints = {name: (stage_status(ctx.run_dir, name) or {}).get("fingerprint") for name in AUDITED_STAGES}
+    return {
+        "config_sha256": config_sha256(ctx.config),
+        "seed": ctx.config.seed,
+        "selection_seed": selection_seed(ctx),
+        "fingerprints": {**fingerprints, "select": read_json(ctx.work_dir / ARGS_FILE)["fingerprint"]},
+        "inputs": (stage_status(ctx.run_dir, "prepare") or {}).get("summary", {}).get("inputs"),
+        "prepared": {
+            role: prepared_fingerprint(prepared / role)
+            for role in ("pool", "reference", "eval")
+            if (prepared / role / "index.json").is_file()
+        },
+        "packages": package_versions(),
+    }
 
 
 def _quad_params(cfg: SelectConfig, gamma: float) -> QuadParams:
@@ -184,7 +219,7 @@ def _run_quad(
     `scores` and `rounds` by pool row."""
     cfg = ctx.config.select
     scorer = PoolScorer(
-        ctx.run_dir, ctx.config.factors, method=cfg.scorer, batch_size=cfg.score_batch_size, seed=ctx.seed
+        ctx.run_dir, ctx.config.factors, method=cfg.scorer, batch_size=cfg.score_batch_size, seed=selection_seed(ctx)
     )
     graph = load_neighbour_graph(ctx.input("cluster") / GRAPH_FILE) if cfg.neighbours else None
     gamma = float(cluster_summary["gamma"]) if cfg.neighbours else "auto"
@@ -194,7 +229,7 @@ def _run_quad(
         budget,
         lambda positions: scorer.score_rows(pool, eligible[positions])[0],
         _quad_params(cfg, gamma),
-        seed=ctx.seed,
+        seed=selection_seed(ctx),
         neighbours=graph,
         n_clusters=int(cluster_summary["k"]),
     )
@@ -202,12 +237,17 @@ def _run_quad(
     if state_path.is_file():
         selector.load_state_dict(read_json(state_path))
         log.info("select: resumed Quad at round %d", selector.round)
-    with progress_bar("select: Quad rounds", total=None, unit="rounds") as bar:
-        while selector.step() is not None:
+    # Counted in tokens toward the budget, so the ETA means something (the number of rounds is not known ahead).
+    with progress_bar("select: Quad", total=budget, unit="tokens") as bar:
+        done = selector.result().selected_tokens
+        bar.update(done)
+        while (record := selector.step()) is not None:
             write_json(state_path, selector.state_dict())
-            bar.update(1)
+            bar.update(min(record["tokens"], budget) - done)
+            done = min(record["tokens"], budget)
     result = selector.result()
     scores[eligible[result.scored]] = result.scores
+    scores[eligible[result.pilot]] = result.pilot_scores  # pilot documents are never selected: manifest unchanged
     rounds[eligible[result.selected]] = result.selected_round
     write_json(ctx.work_dir / TRAJECTORY, json.loads(json.dumps(result.trajectory, default=_jsonable)))
     return result.selected, {
@@ -253,7 +293,7 @@ def _per_shard(ctx: StageContext, pool: ShardSet, name: str, compute: Any) -> np
 def _score_pool(ctx: StageContext, pool: ShardSet, cfg: SelectConfig) -> np.ndarray:
     """Influence of every pool document: the cost top-k pays and Quad avoids."""
     scorer = PoolScorer(
-        ctx.run_dir, ctx.config.factors, method=cfg.scorer, batch_size=cfg.score_batch_size, seed=ctx.seed
+        ctx.run_dir, ctx.config.factors, method=cfg.scorer, batch_size=cfg.score_batch_size, seed=selection_seed(ctx)
     )
     return _per_shard(ctx, pool, "pool_scores", lambda rows: scorer.score_rows(pool, rows)[0])
 
@@ -264,14 +304,22 @@ def _pool_losses(ctx: StageContext, pool: ShardSet, cfg: SelectConfig) -> np.nda
     max_tokens = ctx.config.factors.max_length
     context = ctx.config.factors.max_length
 
+    batch_size = cfg.score_batch_size
+
     @torch.no_grad()
     def losses(rows: np.ndarray) -> np.ndarray:
+        nonlocal batch_size
         texts = read_rows(pool, rows, ["text"])["text"].to_pylist()
-        out = []
-        for batch in token_batches(tokenizer, texts, batch_size=cfg.score_batch_size, max_tokens=max_tokens):
-            ids, mask = batch["input_ids"][:, :context], batch["attention_mask"][:, :context]
+        docs, pad_id = encode_documents(tokenizer, texts, max_tokens=max_tokens)
+
+        def batch_losses(start: int, stop: int) -> np.ndarray:
+            batch = pad_documents(docs[start:stop], pad_id=pad_id, max_len=max_tokens)
+            ids, mask = batch.input_ids[:, :context], batch.attention_mask[:, :context]
             nll, count = row_nll(model, DocBatch(ids, mask, torch.arange(ids.shape[0])))
-            out.append((nll / count.clamp(min=1)).double().numpy())
+            return (nll / count.clamp(min=1)).double().numpy()
+
+        # A batch that runs out of memory is retried in halves; the smaller size is kept for later shards.
+        out, batch_size = map_batches(len(docs), batch_size, batch_losses, what="select: perplexity")
         return np.concatenate(out) if out else np.zeros(0)
 
     return _per_shard(ctx, pool, "pool_losses", losses)

@@ -1,0 +1,472 @@
+"""Train a fresh model on each selection method's choice and compare them (issue 6): the evidence for Quad.
+
+Run by hand, from the repository root:
+
+    .venv/bin/python benchmarks/compare_methods.py                 # the full benchmark (prints its time estimate)
+    .venv/bin/python benchmarks/compare_methods.py --reuse runs/demo   # same, reusing a finished demo run's stages
+    .venv/bin/python benchmarks/compare_methods.py --quick         # tiny end-to-end check of this script
+
+For the built-in demo pool and a budget of 10% of its tokens, every method (quad, random, topk_influence,
+cluster_balanced, perplexity, dsir) and every ablation of Quad (MLP layers only, no neighbour propagation, α = 0,
+identity Hessian) selects with each seed; a fresh small Llama is trained on each selection for the same number of
+tokens and evaluated on held-out text (`quadselect evaluate`). Seed s sets the selection's seed (`select.seed`) and
+the training seed (`train.seed`); top-k and perplexity filtering are deterministic, so their one selection is
+trained with every seed.
+
+The expensive stages are shared: one base run directory holds prepare … reference; each (method, seed) run directory
+hard-links the stage directories of its method's first run (or of the base), and the stage runner's fingerprints skip
+every stage whose arguments did not change. So the whole pool is scored once for top-k, the EK-FAC factors are fitted
+once for the MLP-only ablation, and a re-run of this script resumes where it stopped.
+
+Writes: a section of benchmarks/RESULTS.md (mean ± std per metric, documents scored, selection wall time, the checks
+of Quad's thesis, held-out loss per domain), a PNG of reference loss vs general loss, and comparison.json (the schema
+`quadselect.comparison/1` the report stage reads) next to RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from quadselect.atomic import read_json, write_json
+from quadselect.config import RunConfig, config_from_dict
+from quadselect.data.shards import ShardSet
+from quadselect.demo import demo_config_dict
+from quadselect.evaluate.compare import (
+    SCHEMA,
+    aggregate,
+    checks_markdown,
+    domain_table,
+    markdown_table,
+    plot_tradeoff,
+    thesis_checks,
+    update_section,
+)
+from quadselect.evaluate.stages import METRICS_FILE
+from quadselect.evaluate.train import build_model
+from quadselect.evaluate.variants import UPSTREAM, link_stages, run_variant
+from quadselect.pipeline import build_pipeline
+from quadselect.proxy import build_llama, evaluate_loss, train_causal_lm
+from quadselect.run import MARKER, Runner, StageResult
+
+log = logging.getLogger("compare_methods")
+
+ROOT = Path(__file__).resolve().parent.parent
+METHODS = ("quad", "random", "topk_influence", "cluster_balanced", "perplexity", "dsir")
+DETERMINISTIC = {"topk_influence", "perplexity"}  # the selection does not depend on the seed
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One line of the table: a selection method, possibly an ablation of Quad, and its config overrides."""
+
+    label: str
+    method: str
+    ablation: str | None = None
+    overrides: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def seeded(self) -> bool:
+        return self.method not in DETERMINISTIC
+
+
+ABLATIONS = {
+    "mlp_only": Variant("quad:mlp_only", "quad", "mlp_only", {"factors": {"include": ["*.mlp.*"]}}),
+    "no_neighbours": Variant("quad:no_neighbours", "quad", "no_neighbours", {"select": {"neighbours": False}}),
+    "alpha0": Variant("quad:alpha0", "quad", "alpha0", {"select": {"alpha": 0.0}}),
+    "identity_hessian": Variant(
+        "quad:identity_hessian", "quad", "identity_hessian", {"reference": {"hessian": "identity"}}
+    ),
+}
+
+# The evaluation model and data: sized so the full benchmark fits in two hours on two CPU cores (see --estimate-only).
+FULL = {
+    "train": {"hidden_size": 128, "num_layers": 2, "num_heads": 4, "intermediate_size": 384, "seq_len": 256},
+    "evaluate": {"max_docs_per_source": 64, "max_tokens_per_doc": 256},
+}
+QUICK = {
+    "train": {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 128, "seq_len": 128},
+    "evaluate": {"max_docs_per_source": 12, "max_tokens_per_doc": 256},
+}
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        merged[key] = (
+            _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
+    return merged
+
+
+def make_config(run_dir: Path, args: argparse.Namespace, variant: Variant | None = None, seed: int = 0) -> RunConfig:
+    """The demo config with the benchmark's budget, evaluation model and data, the variant's overrides and seed."""
+    data = demo_config_dict(run_dir)
+    sizes = QUICK if args.quick else FULL
+    train = {**sizes["train"], "seed": seed}
+    if args.train_tokens:
+        train["train_tokens"] = args.train_tokens
+    data = _merge(
+        data, {"select": {"budget_fraction": args.budget_fraction}, "train": train, "evaluate": sizes["evaluate"]}
+    )
+    if variant is not None:
+        data = _merge(data, {"select": {"method": variant.method}})
+        data = _merge(data, variant.overrides)
+        if variant.seeded:
+            data = _merge(data, {"select": {"seed": seed}})
+    return config_from_dict(data, base_dir=ROOT)
+
+
+def variant_dir(args: argparse.Namespace, variant: Variant, seed: int) -> Path:
+    return args.work_dir / "runs" / variant.label.replace(":", "-") / f"seed-{seed}"
+
+
+def run_stages(config: RunConfig, target: str) -> list[StageResult]:
+    return Runner(build_pipeline(), config).run(target)
+
+
+# ---------------------------------------------------------------- time estimate
+
+
+def _train_tokens_per_s(model: torch.nn.Module, seq_len: int, batch: int, bf16: bool) -> float:
+    blocks = np.random.default_rng(0).integers(0, model.config.vocab_size, size=(batch * 3, seq_len)).astype(np.int32)
+    train_causal_lm(model, blocks, steps=2, batch_size=batch, bf16_autocast=bf16)  # warm-up
+    start = time.perf_counter()
+    train_causal_lm(model, blocks, steps=3, batch_size=batch, bf16_autocast=bf16)
+    return 3 * batch * seq_len / (time.perf_counter() - start)
+
+
+def _forward_tokens_per_s(model: torch.nn.Module, seq_len: int, batch: int) -> float:
+    blocks = np.random.default_rng(1).integers(0, model.config.vocab_size, size=(batch * 2, seq_len)).astype(np.int32)
+    evaluate_loss(model, blocks[:batch], batch_size=batch)
+    start = time.perf_counter()
+    evaluate_loss(model, blocks, batch_size=batch)
+    return 2 * batch * seq_len / (time.perf_counter() - start)
+
+
+def _pool_counts(prepare_dir: Path, cap: int) -> tuple[int, int, int]:
+    """Pool documents, pool tokens, and tokens read when every document is scored (capped per document)."""
+    pool = ShardSet(prepare_dir / "pool")
+    tokens = np.concatenate([t["n_tokens"].to_numpy() for t in pool.iter_tables(["n_tokens"])])
+    return int(tokens.size), int(tokens.sum()), int(np.minimum(tokens, cap).sum())
+
+
+def _eval_tokens(prepare_dir: Path, config: RunConfig) -> int:
+    """Tokens the evaluation reads: every eval source's sampled documents, cut to max_tokens_per_doc, plus EOS."""
+    table = ShardSet(prepare_dir / "eval").read(["n_tokens", "source"]).to_pydict()
+    per_source: dict[str, list[int]] = {}
+    for n, source in zip(table["n_tokens"], table["source"], strict=True):
+        per_source.setdefault(source, []).append(min(n, config.evaluate.max_tokens_per_doc) + 1)
+    limit = config.evaluate.max_docs_per_source or 10**9
+    return sum(int(np.mean(v) * min(len(v), limit)) for v in per_source.values())
+
+
+def estimate(base: RunConfig, args: argparse.Namespace, plan: list[tuple[Variant, int]]) -> list[tuple[str, float]]:
+    """Seconds per part of the plan, from throughputs measured now on this machine (a loaded machine estimates
+    longer) and the measured per-document costs of the selection methods on the demo pool."""
+    prepare_dir = base.run_dir / "prepare"
+    p = base.proxy
+    proxy = build_llama(
+        base.tokenizer.vocab_size,
+        hidden_size=p.hidden_size,
+        num_layers=p.num_layers,
+        num_heads=p.num_heads,
+        intermediate_size=p.intermediate_size,
+        max_position=p.seq_len,
+    )
+    proxy_train = _train_tokens_per_s(proxy, base.factors.max_length, base.select.score_batch_size, bf16=False)
+    proxy_fwd = _forward_tokens_per_s(proxy, base.factors.max_length, base.select.score_batch_size)
+    t = base.train
+    eval_model = build_model(t, _VocabOnly(base.tokenizer.vocab_size), seed=0)
+    train_tps = _train_tokens_per_s(eval_model, t.seq_len, t.batch_size, bf16=t.bf16)
+    eval_tps = _forward_tokens_per_s(eval_model, t.seq_len, base.evaluate.batch_size)
+    log.info(
+        "measured: proxy %.0f tok/s train (fp32), %.0f tok/s forward; eval model %.0f tok/s train, %.0f forward",
+        proxy_train,
+        proxy_fwd,
+        train_tps,
+        eval_tps,
+    )
+
+    docs, pool_tokens, scored_tokens = _pool_counts(prepare_dir, base.factors.max_length * base.factors.max_windows)
+    budget = round(args.budget_fraction * pool_tokens)
+    train_tokens = args.train_tokens or budget
+    scoring_tps = proxy_train / 1.2  # hook scorer ≈ 1–1.2 training steps (issue 4); demo Quad: ≈ 1.1
+    per_doc = scored_tokens / docs
+    quad_docs = 734 + 2_830 * args.budget_fraction  # measured on the demo: 819 documents scored at 3%, 1,017 at 10%
+    screen = 10.0  # decontamination screen of the whole pool, every selection (measured ≈ 8 s)
+    select_cost = {
+        "quad": quad_docs * per_doc / scoring_tps,
+        "topk_influence": scored_tokens / scoring_tps,
+        "perplexity": scored_tokens / proxy_fwd,
+        "dsir": 55.0,  # measured on the demo pool: 53 s
+        "random": 2.0,
+        "cluster_balanced": 2.0,
+    }
+    parts: list[tuple[str, float]] = []
+    if not (base.run_dir / "reference" / "_COMPLETE.json").is_file():
+        ref_tokens = 350 * base.factors.max_length * base.factors.max_windows
+        upstream = (
+            20  # prepare and embed (static embedder)
+            + p.train_tokens / (proxy_train * (1.5 if p.bf16 else 1.0))
+            + 3 * base.factors.sample_docs * base.factors.max_length / proxy_train
+            + 2 * ref_tokens / proxy_train
+        )
+        parts.append(("shared upstream stages (prepare … reference)", upstream))
+    if any(v.ablation == "mlp_only" for v, _ in plan):
+        parts.append(
+            (
+                "MLP-only factors and reference direction",
+                3 * base.factors.sample_docs * base.factors.max_length / proxy_train
+                + 700 * base.factors.max_length / proxy_train,
+            )
+        )
+    if any(v.ablation == "identity_hessian" for v, _ in plan):
+        parts.append(("identity-Hessian reference direction", 700 * base.factors.max_length / proxy_train))
+    seen: set[str] = set()
+    for variant, seed in plan:
+        run_dir = variant_dir(args, variant, seed)
+        selects = (variant.seeded or variant.label not in seen) and not (run_dir / "select" / MARKER).is_file()
+        seen.add(variant.label)
+        cost = (select_cost[variant.method] + screen + 5.0) if selects else 0.0
+        # Held-out sets and ≈ 400 cloze rows; documents of uneven length run at ≈ 0.9× the packed-block rate measured.
+        eval_cost = (_eval_tokens(prepare_dir, base) + 400 * t.seq_len) / (0.9 * eval_tps)
+        cost += 0.0 if (run_dir / "evaluate" / MARKER).is_file() else train_tokens / train_tps + eval_cost + 10.0
+        parts.append((f"{variant.label} seed {seed}: select, train {train_tokens:,} tokens, evaluate", cost))
+    return parts
+
+
+@dataclasses.dataclass
+class _VocabOnly:
+    """Stands in for a tokenizer when only the vocabulary size and special ids matter (timing a model)."""
+
+    size: int
+    pad_token_id: int = 1
+    bos_token_id: int = 0
+    eos_token_id: int = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+
+# ---------------------------------------------------------------- the run
+
+
+def run_plan(base: RunConfig, args: argparse.Namespace, plan: list[tuple[Variant, int]], eta: float) -> list[dict]:
+    records = []
+    first_run: dict[str, Path] = {}
+    started = time.perf_counter()
+    for i, (variant, seed) in enumerate(plan, 1):
+        run_dir = variant_dir(args, variant, seed)
+        # The first seed of a method shares the base run's upstream stages; later seeds share the first seed's run
+        # (its selection too, when the method ignores the seed).
+        source = first_run.setdefault(variant.label, run_dir)
+        config = make_config(run_dir, args, variant, seed)
+        t0 = time.perf_counter()
+        results = run_variant(config, base.run_dir if source == run_dir else source)
+        walls = {r.name: r.wall_s for r in results if not r.skipped}
+        metrics = read_json(run_dir / "evaluate" / METRICS_FILE)
+        selection = read_json(run_dir / "export" / "selection.json")
+        records.append(
+            {
+                **metrics,
+                "label": variant.label,
+                "ablation": variant.ablation,
+                "seed": seed,
+                "docs_selected": selection["docs_selected"],
+                "tokens_selected": selection["tokens_selected"],
+                "run_dir": str(run_dir),
+                "stage_wall_s": walls,
+            }
+        )
+        elapsed = time.perf_counter() - started
+        log.info(
+            "[%d/%d] %s seed %d: done in %.0f s (ran: %s); reference loss %.4f, general loss %.4f; %.0f of ≈%.0f s",
+            i,
+            len(plan),
+            variant.label,
+            seed,
+            time.perf_counter() - t0,
+            ", ".join(f"{k} {v:.0f}s" for k, v in walls.items()) or "nothing",
+            metrics.get("reference_loss", math.nan),
+            metrics.get("general_loss", math.nan),
+            elapsed,
+            eta,
+        )
+    return records
+
+
+def machine() -> str:
+    cpu = os.cpu_count()
+    return (
+        f"{platform.machine()}, {cpu} CPU cores, Python {platform.python_version()}, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads)"
+    )
+
+
+def write_outputs(
+    args: argparse.Namespace, base: RunConfig, records: list[dict], wall: float, eta: float, load: tuple[str, str]
+) -> None:
+    entries = aggregate(records)
+    checks = thesis_checks(entries)
+    prepare = read_json(base.run_dir / "prepare" / "_COMPLETE.json")["summary"]["roles"]
+    first = records[0]
+    command = "python benchmarks/compare_methods.py " + " ".join(sys.argv[1:])
+    payload = {
+        "schema": SCHEMA,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": command.strip(),
+        "machine": machine(),
+        "pool_docs": prepare["pool"]["docs"],
+        "pool_tokens": prepare["pool"]["tokens"],
+        "budget_fraction": args.budget_fraction,
+        "train_tokens": first["train_tokens"],
+        "train_params": first["train_params"],
+        "wall_s": round(wall, 1),
+        "estimated_wall_s": round(eta, 1),
+        "checks": checks,
+        "methods": entries,
+        "runs": records,
+    }
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(args.out_dir / "comparison.json", payload)
+    write_json(args.work_dir / "comparison.json", payload)
+    quad_run = next((Path(r["run_dir"]) for r in records if r["label"] == "quad"), None)
+    if quad_run is not None:  # `quadselect report` on Quad's run shows the comparison by default
+        write_json(quad_run / "evaluate" / "comparison.json", payload)
+    plot = args.out_dir / ("compare_methods_quick.png" if args.quick else "compare_methods.png")
+    plot_tradeoff(entries, plot)
+
+    t = base.train
+    heading = "## Selection methods compared: a model trained on each selection (issue 6)"
+    if args.quick:
+        heading = "## Selection methods compared — quick check of the benchmark script (issue 6)"
+    seeds = sorted({r["seed"] for r in records})
+    pool = prepare["pool"]
+    ev = base.evaluate
+    spent = {
+        stage: sum(r["stage_wall_s"].get(stage, 0.0) for r in records) for stage in ("select", "train", "evaluate")
+    }
+    setup = [
+        f"`{command.strip()}` — {time.strftime('%Y-%m-%d')}.",
+        f"Machine: {machine()}; load average (1 min) {load[0]} at the start, {load[1]} at the end.",
+        f"Wall time {wall / 60:.1f} min (estimated up front: {eta / 60:.1f} min): selections "
+        f"{spent['select'] / 60:.1f} min, training {spent['train'] / 60:.1f} min, evaluation "
+        f"{spent['evaluate'] / 60:.1f} min, the rest shared upstream stages and bookkeeping.",
+        "",
+        f"Demo pool: {pool['docs']:,} documents, {pool['tokens']:,} tokens; budget {args.budget_fraction:.0%} of its "
+        f"tokens. Each selection trains a fresh Llama of {first['train_params']:,} parameters (hidden {t.hidden_size}, "
+        f"{t.num_layers} layers, context {t.seq_len}, tied embeddings) for {first['train_tokens']:,} tokens (AdamW, "
+        f"cosine schedule, lr {t.lr:g}, batch {t.batch_size}). Seeds {seeds} set the training seed and the selection "
+        "seed (top-k and perplexity selections are deterministic: one selection, trained with each seed).",
+        "",
+        f"Held-out evaluation (`quadselect evaluate`): reference loss on {first.get('reference_docs', '?')} held-out "
+        f"reference documents ({first.get('reference_from')}); general loss = unweighted mean over the "
+        f"{first.get('general_domains', '?')} pool domains of the held-out loss (≤ {ev.max_docs_per_source} documents "
+        f"per domain, first {ev.max_tokens_per_doc} tokens of each); cloze = greedy last-word accuracy on "
+        f"{first.get('cloze_examples', '?')} passages of the held-out reference documents. Mean ± sample std over "
+        "seeds. Docs scored = documents whose influence was computed (Quad's pilot included); select wall = the "
+        "select stage's own time, without the pool decontamination screen every method shares.",
+    ]
+    body = "\n".join(
+        [
+            *setup,
+            "",
+            markdown_table(entries),
+            "",
+            "Checks of Quad's thesis on these numbers (σ of a gap = √(σ₁² + σ₂²), the spread of one run of each):",
+            "",
+            checks_markdown(checks),
+            "",
+            "Held-out loss per pool domain (mean over seeds):",
+            "",
+            domain_table(entries),
+            "",
+            f"![reference loss vs general loss]({plot.name})",
+        ]
+    )
+    update_section(args.results, heading, body)
+    log.info("wrote %s, %s and %s", args.results, args.out_dir / "comparison.json", plot)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="Tiny settings, 1 seed, 3 methods, 1 ablation.")
+    parser.add_argument("--work-dir", type=Path, help="Run directories (default runs/compare_methods[_quick]).")
+    parser.add_argument("--seeds", type=int, help="Seeds per method (default 3; quick 1).")
+    parser.add_argument("--methods", help=f"Comma-separated methods (default all: {','.join(METHODS)}).")
+    parser.add_argument(
+        "--ablations", help=f"Comma-separated ablations or 'none' (default all: {','.join(ABLATIONS)})."
+    )
+    parser.add_argument("--budget-fraction", type=float, help="Budget as a fraction of the pool (default 0.1).")
+    parser.add_argument("--train-tokens", type=int, help="Training tokens per model (default: the budget).")
+    parser.add_argument("--reuse", type=Path, help="A finished demo run whose upstream stages are hard-linked.")
+    parser.add_argument("--results", type=Path, help="Markdown file to update (default benchmarks/RESULTS.md).")
+    parser.add_argument("--out-dir", type=Path, help="Where comparison.json and the PNG go (default: RESULTS.md's).")
+    parser.add_argument("--estimate-only", action="store_true", help="Print the time estimate and stop.")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's; 1 is faster on a busy machine).")
+    args = parser.parse_args()
+    quick = args.quick
+    args.work_dir = (
+        args.work_dir or ROOT / "runs" / ("compare_methods_quick" if quick else "compare_methods")
+    ).resolve()
+    args.seeds = args.seeds or (1 if quick else 3)
+    args.budget_fraction = args.budget_fraction or (0.03 if quick else 0.1)
+    args.train_tokens = args.train_tokens or (40_000 if quick else None)
+    methods = (args.methods or ("quad,random,cluster_balanced" if quick else ",".join(METHODS))).split(",")
+    ablations = args.ablations or ("alpha0" if quick else ",".join(ABLATIONS))
+    ablations = [] if ablations == "none" else ablations.split(",")
+    unknown = [m for m in methods if m not in METHODS] + [a for a in ablations if a not in ABLATIONS]
+    if unknown:
+        parser.error(f"unknown method(s)/ablation(s): {unknown}")
+    args.results = (
+        args.results or (args.work_dir / "RESULTS.md" if quick else ROOT / "benchmarks" / "RESULTS.md")
+    ).resolve()
+    args.out_dir = (args.out_dir or args.results.parent).resolve()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("quadselect").setLevel(logging.WARNING)
+    os.environ.setdefault("QUADSELECT_NO_PROGRESS", "1")
+    load_start = f"{os.getloadavg()[0]:.1f}"
+
+    base = make_config(args.work_dir / "base", args)
+    if args.reuse:
+        link_stages(args.reuse.resolve(), base.run_dir, UPSTREAM)
+    run_stages(base, "prepare")
+    plan = [(Variant(m, m), s) for m in methods for s in range(args.seeds)]
+    plan += [(ABLATIONS[a], s) for a in ablations for s in range(args.seeds)]
+    parts = estimate(base, args, plan)
+    eta = sum(s for _, s in parts)
+    print(f"\nPlan: {len(plan)} trained models; time estimate on this machine now:\n")
+    for name, seconds in parts:
+        print(f"  {seconds / 60:7.1f} min  {name}")
+    print(f"  {eta / 60:7.1f} min  TOTAL (≈ {eta / 3600:.2f} h)\n", flush=True)
+    if args.estimate_only:
+        return
+
+    started = time.perf_counter()
+    run_stages(base, "cluster")
+    run_stages(base, "reference")
+    records = run_plan(base, args, plan, eta)
+    wall = time.perf_counter() - started
+    write_outputs(args, base, records, wall, eta, (load_start, f"{os.getloadavg()[0]:.1f}"))
+    print(f"\nDone in {wall / 60:.1f} min (estimated {eta / 60:.1f} min). Results: {args.results}")
+    print(json.dumps([{c["check"]: c["passed"]} for c in thesis_checks(aggregate(records))], indent=1))
+
+
+if __name__ == "__main__":
+    main()

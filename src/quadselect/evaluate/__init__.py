@@ -1,0 +1,19 @@
+"""Evidence for a selection: train a fresh model on it and measure held-out losses, cloze accuracy, lm-eval tasks."""
+
+from quadselect.evaluate.cloze import ClozeExample, ClozeResult, build_cloze, cloze_accuracy
+from quadselect.evaluate.metrics import HeldOut, document_nll, evaluate_model, set_loss
+from quadselect.evaluate.train import build_model, selection_texts, train_on_texts
+
+__all__ = [
+    "ClozeExample",
+    "ClozeResult",
+    "HeldOut",
+    "build_cloze",
+    "build_model",
+    "cloze_accuracy",
+    "document_nll",
+    "evaluate_model",
+    "selection_texts",
+    "set_loss",
+    "train_on_texts",
+]

@@ -1,0 +1,240 @@
+"""Compare selection methods from their runs' `evaluate/metrics.json`: mean ± std over seeds, the Pareto front of
+reference loss against general loss, the checks of Quad's thesis, a Markdown table, a JSON file and a plot.
+
+`comparison.json` (schema `quadselect.comparison/1`) is what the report stage reads: a `methods` list whose entries
+hold `method`, `metrics` ({name: {mean, std, values}}), `docs_scored` and `select_wall_s`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quadselect.atomic import atomic_path, write_text
+
+SCHEMA = "quadselect.comparison/1"
+HEADLINE = ("reference_loss", "general_loss", "cloze_accuracy", "cloze_nll", "reference_ppl", "general_ppl")
+TABLE = (
+    ("reference_loss", "reference loss ↓"),
+    ("general_loss", "general loss ↓"),
+    ("cloze_accuracy", "cloze acc ↑"),
+    ("cloze_nll", "cloze NLL ↓"),  # graded where a small model's accuracy is all zeros
+)
+QUALITY_BASELINES = ("random", "cluster_balanced")
+
+
+def _stats(values: Sequence[float]) -> dict[str, Any]:
+    """Mean, sample standard deviation (null for one value) and the values themselves."""
+    arr = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=np.float64)
+    if arr.size == 0:
+        return {"mean": None, "std": None, "values": []}
+    std = float(arr.std(ddof=1)) if arr.size > 1 else None
+    return {"mean": float(arr.mean()), "std": std, "values": arr.tolist()}
+
+
+def aggregate(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per method label (in first-seen order) from per-run records: a run's `metrics.json` plus `label`
+    (e.g. `quad` or `quad:mlp_only`) and optionally `ablation`, `docs_selected`, `tokens_selected`."""
+    labels: list[str] = []
+    for run in runs:
+        if run["label"] not in labels:
+            labels.append(run["label"])
+    entries = []
+    for label in labels:
+        group = [r for r in runs if r["label"] == label]
+        domains = sorted({k.removeprefix("loss/") for r in group for k in r if k.startswith("loss/")})
+        scored = _stats([r.get("docs_scored") for r in group])
+        wall = _stats([r.get("select_wall_s") for r in group])
+        entries.append(
+            {
+                "method": label,
+                "base_method": group[0]["method"],
+                "ablation": group[0].get("ablation"),
+                "seeds": [r["seed"] for r in group],
+                "n": len(group),
+                "metrics": {m: _stats([r.get(m) for r in group]) for m in HEADLINE if any(m in r for r in group)},
+                "domain_losses": {d: _stats([r.get(f"loss/{d}") for r in group]) for d in domains},
+                "docs_scored": None if scored["mean"] is None else round(scored["mean"]),
+                "docs_scored_std": scored["std"],
+                "select_wall_s": wall["mean"],
+                "select_wall_s_std": wall["std"],
+                "docs_selected": _stats([r.get("docs_selected") for r in group])["mean"],
+                "tokens_selected": _stats([r.get("tokens_selected") for r in group])["mean"],
+                "train_tokens": group[0].get("train_tokens"),
+            }
+        )
+    front = pareto_front([e for e in entries if not e["ablation"]])
+    for entry in entries:  # ablations are variants of Quad, not competing methods: left off the front
+        entry["pareto"] = None if entry["ablation"] else entry["method"] in front
+    return entries
+
+
+def _mean(entry: dict[str, Any], metric: str) -> float | None:
+    return entry["metrics"].get(metric, {}).get("mean")
+
+
+def pareto_front(entries: Sequence[dict[str, Any]], x: str = "general_loss", y: str = "reference_loss") -> set[str]:
+    """Methods no other method beats on both losses (lower is better on each, strictly better on one)."""
+    points = {e["method"]: (_mean(e, x), _mean(e, y)) for e in entries}
+    points = {k: v for k, v in points.items() if None not in v}
+    front = set()
+    for name, (px, py) in points.items():
+        dominated = any(
+            (qx <= px and qy <= py) and (qx < px or qy < py) for other, (qx, qy) in points.items() if other != name
+        )
+        if not dominated:
+            front.add(name)
+    return front
+
+
+def thesis_checks(entries: Sequence[dict[str, Any]], quad: str = "quad") -> list[dict[str, Any]]:
+    """The issue's bar for Quad, each with whether it holds on these numbers and the figures behind it.
+
+    "Beats by more than 2σ" uses σ = √(σ_quad² + σ_other²), the spread of the difference between one run of each."""
+    by_name = {e["method"]: e for e in entries}
+    if quad not in by_name:
+        return []
+    q = by_name[quad]
+    checks = []
+    for other in QUALITY_BASELINES:
+        if other in by_name:
+            checks.append(_beats(q, by_name[other], "reference_loss", sigmas=2.0))
+    if "topk_influence" in by_name:
+        checks.append(_beats(q, by_name["topk_influence"], "general_loss", sigmas=0.0))
+        tk = by_name["topk_influence"]
+        if q["docs_scored"] is not None and tk["docs_scored"]:
+            ratio = q["docs_scored"] / tk["docs_scored"]
+            checks.append(
+                {
+                    "check": "Quad scores at most 20% of the documents top-k scores",
+                    "passed": ratio <= 0.2,
+                    "detail": f"{q['docs_scored']:,} vs {tk['docs_scored']:,} documents ({ratio:.1%})",
+                }
+            )
+    main = [e for e in entries if not e.get("ablation")]
+    front = pareto_front(main)
+    checks.append(
+        {
+            "check": "Quad is on the Pareto front of reference loss vs general loss (methods without ablations)",
+            "passed": quad in front,
+            "detail": "front: " + ", ".join(sorted(front)),
+        }
+    )
+    return checks
+
+
+def _beats(q: dict[str, Any], other: dict[str, Any], metric: str, *, sigmas: float) -> dict[str, Any]:
+    """`passed` is None when a spread is needed but one side has a single seed."""
+    mq, mo = _mean(q, metric), _mean(other, metric)
+    sq, so = q["metrics"][metric]["std"], other["metrics"][metric]["std"]
+    sigma = math.sqrt((sq or 0.0) ** 2 + (so or 0.0) ** 2)
+    gap = mo - mq  # lower loss is better: a positive gap means Quad is better
+    known = sq is not None and so is not None
+    passed: bool | None = bool(gap > sigmas * sigma) if known or not sigmas else None
+    z = f" = {gap / sigma:.1f}σ" if known and sigma > 0 else ("" if known else " (σ unknown: one seed)")
+    rule = f" by more than {sigmas:g}σ" if sigmas else ""
+    return {
+        "check": f"Quad's {metric.replace('_', ' ')} beats {other['method']}'s{rule}",
+        "passed": passed,
+        "detail": f"{mq:.4f} vs {mo:.4f}: gap {gap:+.4f}{z}",
+    }
+
+
+def _pm(stats: dict[str, Any] | None, digits: int = 3) -> str:
+    if not stats or stats.get("mean") is None:
+        return "–"
+    std = stats.get("std")
+    return f"{stats['mean']:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
+
+
+def markdown_table(entries: Sequence[dict[str, Any]]) -> str:
+    """One row per method: mean ± std of the headline metrics, documents scored, selection wall time, Pareto."""
+    header = ["method", "seeds", *(title for _, title in TABLE), "docs scored", "select wall (s)", "Pareto"]
+    lines = ["| " + " | ".join(header) + " |", "| --- | ---: |" + " ---: |" * (len(header) - 3) + " :---: |"]
+    for e in entries:
+        wall = "–" if e["select_wall_s"] is None else f"{e['select_wall_s']:.1f}"
+        scored = "–" if e["docs_scored"] is None else f"{e['docs_scored']:,}"
+        cells = [f"`{e['method']}`", str(e["n"]), *(_pm(e["metrics"].get(m)) for m, _ in TABLE), scored, wall]
+        pareto = "–" if e["pareto"] is None else ("✓" if e["pareto"] else "")
+        lines.append("| " + " | ".join([*cells, pareto]) + " |")
+    return "\n".join(lines)
+
+
+def domain_table(entries: Sequence[dict[str, Any]]) -> str:
+    """Held-out loss per pool domain (mean over seeds): methods as columns."""
+    domains = sorted({d for e in entries for d in e["domain_losses"]})
+    if not domains:
+        return ""
+    lines = ["| domain | " + " | ".join(f"`{e['method']}`" for e in entries) + " |"]
+    lines.append("| --- |" + " ---: |" * len(entries))
+    for d in domains:
+        row = [_pm(e["domain_losses"].get(d), 2).split(" ± ")[0] for e in entries]
+        lines.append(f"| {d} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def checks_markdown(checks: Sequence[dict[str, Any]]) -> str:
+    verdict = {True: "PASS", False: "FAIL", None: "N/A"}
+    return "\n".join(f"- {verdict[c['passed']]}: {c['check']} ({c['detail']})" for c in checks)
+
+
+def update_section(path: str | os.PathLike[str], heading: str, body: str) -> None:
+    """Replace the section that starts with the line `heading` (up to the next heading of the same or a higher
+    level) by `heading` + `body`, or append it at the end; other sections are untouched."""
+    path = Path(path)
+    level = len(heading) - len(heading.lstrip("#"))
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    section = [heading, "", *body.strip("\n").splitlines(), ""]
+    if heading in lines:
+        start = lines.index(heading)
+        end = start + 1
+        while end < len(lines) and not _is_heading(lines[end], level):
+            end += 1
+        lines[start:end] = section
+    else:
+        if lines and lines[-1].strip():
+            lines.append("")
+        lines.extend(section)
+    write_text(path, "\n".join(lines).rstrip("\n") + "\n")
+
+
+def _is_heading(line: str, level: int) -> bool:
+    hashes = len(line) - len(line.lstrip("#"))
+    return 0 < hashes <= level and line[hashes : hashes + 1] == " "
+
+
+def plot_tradeoff(entries: Sequence[dict[str, Any]], path: str | os.PathLike[str], quad: str = "quad") -> None:
+    """Reference loss against general loss per method (mean ± std over seeds), the Pareto front as a line."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 5), dpi=120)
+    ax = fig.add_subplot()
+    points = []
+    for e in entries:
+        gx, ry = e["metrics"].get("general_loss"), e["metrics"].get("reference_loss")
+        if not gx or not ry or gx["mean"] is None or ry["mean"] is None:
+            continue
+        color = "tab:red" if e["method"] == quad else ("tab:gray" if e.get("ablation") else "tab:blue")
+        marker = "s" if e.get("ablation") else "o"
+        ax.errorbar(
+            gx["mean"], ry["mean"], xerr=gx["std"] or 0, yerr=ry["std"] or 0, fmt=marker, color=color, capsize=3
+        )
+        ax.annotate(e["method"], (gx["mean"], ry["mean"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        if e["pareto"]:
+            points.append((gx["mean"], ry["mean"]))
+    if len(points) > 1:
+        xs, ys = zip(*sorted(points), strict=True)
+        ax.plot(xs, ys, "--", color="tab:green", lw=1, label="Pareto front")
+        ax.legend(loc="best", fontsize=8)
+    ax.set_xlabel("general loss: mean held-out loss over pool domains (nats/token) ↓")
+    ax.set_ylabel("held-out reference loss (nats/token) ↓")
+    ax.set_title("Quality (reference) vs breadth (general) per selection method")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
