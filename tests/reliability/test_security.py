@@ -4,8 +4,11 @@ writes only inside its run directory."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -20,7 +23,6 @@ from quadselect.data.tokenizer import load_tokenizer, train_bpe_tokenizer
 from quadselect.embed import load_embedder
 from quadselect.errors import ConfigError, QuadselectError, RunDirError
 from quadselect.proxy.model import load_causal_lm
-from tests.reliability import harness
 from tests.reliability.conftest import ReferenceRun, SecondRun, write_config
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "quadselect"
@@ -71,13 +73,6 @@ def _checkpoint_with_code(directory: Path, marker: Path) -> Path:
     return directory
 
 
-def _load_trusted(directory: str, cache: str) -> None:
-    import transformers.dynamic_module_utils as dynamic
-
-    dynamic.HF_MODULES_CACHE = cache  # where transformers copies shipped code before importing it (not ~/.cache)
-    load_causal_lm(directory, trust_remote_code=True)
-
-
 def test_code_shipped_with_a_checkpoint_runs_only_when_trusted_explicitly(
     reference_run: ReferenceRun, tmp_path: Path
 ) -> None:
@@ -101,10 +96,18 @@ def test_code_shipped_with_a_checkpoint_runs_only_when_trusted_explicitly(
     assert not marker.exists()
 
     # The same checkpoint with the flag set: its code does run (so the refusals above were not vacuous).
-    proc = harness._CTX.Process(target=_load_trusted, args=(str(checkpoint), str(tmp_path / "modules")))
-    proc.start()
-    proc.join(120)
-    assert proc.exitcode == 0 and marker.read_text() == "code from the checkpoint ran"
+    # A fresh interpreter: transformers reads HF_MODULES_CACHE (where it copies shipped code) once, at import, so a
+    # process that imported it earlier would use another cache.
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    code = (
+        "import sys; from quadselect.proxy.model import load_causal_lm; "
+        "load_causal_lm(sys.argv[1], trust_remote_code=True)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(checkpoint)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert marker.read_text() == "code from the checkpoint ran"
 
 
 def _is_pickle(path: Path) -> bool:
