@@ -78,9 +78,9 @@ def prepared_fingerprint(directory: Path) -> dict[str, Any]:
 
 
 def config_sha256(config: RunConfig) -> str:
-    """The hash of the resolved config (defaults filled in, paths absolute) without `run_dir`: the same settings run in
-    another directory hash the same."""
-    blob = json.dumps(config.model_dump(mode="json", exclude={"run_dir"}), sort_keys=True)
+    """The hash of the resolved config (defaults filled in, paths absolute) without `run_dir` and without where it ran
+    (`engine`, `ray`): the same settings run in another directory, or on a Ray cluster, hash the same."""
+    blob = json.dumps(config.model_dump(mode="json", exclude={"run_dir", "engine", "ray"}), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

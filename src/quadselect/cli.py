@@ -45,6 +45,10 @@ _state = {"debug": False}
 
 ConfigArg = Annotated[Path, typer.Argument(help="The run's YAML config file.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Re-run the stage even if its artifacts are up to date.")]
+EngineOpt = Annotated[
+    str | None,
+    typer.Option(help="Where the heavy stages run, 'local' or 'ray' (overrides the config's engine; same results)."),
+]
 
 
 def _version(value: bool) -> None:
@@ -80,7 +84,7 @@ def _fail(exc: BaseException) -> None:
     raise typer.Exit(code=2)
 
 
-def _run(config_path: Path, target: str | None, force: tuple[str, ...]) -> None:
+def _run(config_path: Path, target: str | None, force: tuple[str, ...], engine: str | None = None) -> None:
     from quadselect.api import run_pipeline
     from quadselect.config import load_config
     from quadselect.display import SHOW
@@ -90,7 +94,7 @@ def _run(config_path: Path, target: str | None, force: tuple[str, ...]) -> None:
         stages = list(build_pipeline().stages)
         if target is not None and target not in stages:
             raise QuadselectError(f"--until {target}: no such stage. Stages, in order: {', '.join(stages)}.")
-        config = load_config(config_path)
+        config = load_config(config_path, {"engine": engine} if engine else None)
         results = run_pipeline(config, until=target, force=force)
     except QuadselectError as exc:
         _fail(exc)
@@ -110,9 +114,10 @@ def run(
     config: ConfigArg,
     until: Annotated[str | None, typer.Option(help="Stop after this stage.")] = None,
     force: Annotated[list[str] | None, typer.Option(help="Re-run these stages (repeatable).")] = None,
+    engine: EngineOpt = None,
 ) -> None:
     """Run every stage of the pipeline in order, skipping stages whose artifacts are up to date."""
-    _run(config, until, tuple(force or ()))
+    _run(config, until, tuple(force or ()), engine)
 
 
 @app.command()
@@ -132,13 +137,14 @@ def validate(config: ConfigArg) -> None:
 def demo(
     run_dir: Annotated[Path, typer.Option(help="Where the demo run is written.")] = Path("runs/demo"),
     until: Annotated[str | None, typer.Option(help="Stop after this stage.")] = None,
+    engine: EngineOpt = None,
 ) -> None:
     """Run the pipeline on the built-in demo pool (no download needed)."""
     from quadselect.demo import write_demo_config
 
     config_path = write_demo_config(run_dir)
     console.print(f"demo config written to {config_path}")
-    _run(config_path, until, ())
+    _run(config_path, until, (), engine)
 
 
 @app.command()
@@ -163,7 +169,9 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) ->
             total += done["wall_s"]
             args = format_args(done.get("args", {}).get("args", {}), sep="\n")
             finished = done["finished"][:19].replace("T", " ")
-            table.add_row(name, "done", f"{done['wall_s']:.1f}s", finished, args)
+            engine = done.get("engine", "local")
+            state = "done" if engine == "local" else f"done on {engine}"
+            table.add_row(name, state, f"{done['wall_s']:.1f}s", finished, args)
         elif (run_dir / f"{name}.partial").exists():
             table.add_row(name, "partial (will resume)", "", "", "")
         else:
@@ -308,8 +316,10 @@ def _register_stage_commands() -> None:
 
     for stage in build_pipeline().stages.values():
 
-        def command(config: ConfigArg, force: ForceOpt = False, _name: str = stage.name) -> None:
-            _run(config, _name, (_name,) if force else ())
+        def command(
+            config: ConfigArg, force: ForceOpt = False, engine: EngineOpt = None, _name: str = stage.name
+        ) -> None:
+            _run(config, _name, (_name,) if force else (), engine)
 
         command.__doc__ = stage.help
         app.command(name=stage.name, help=stage.help)(command)

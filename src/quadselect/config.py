@@ -399,6 +399,34 @@ class EvaluateConfig(_Strict):
     lm_eval: LmEvalConfig = Field(default_factory=LmEvalConfig)
 
 
+class RayConfig(_Strict):
+    """Where and how the heavy stages run when `engine: ray` (docs/scaling.md). None of it changes a result: a run
+    can switch executors and resume, and both give the same artifacts."""
+
+    address: str | None = Field(
+        None,
+        description="null: start Ray on this machine; 'auto': join the running cluster (RAY_ADDRESS or `ray start`); "
+        "'ray://host:10001': connect through Ray Client.",
+    )
+    num_cpus: int | None = Field(
+        None, gt=0, description="CPUs of a Ray started on this machine (address null); null: all of them."
+    )
+    workers: int = Field(2, gt=0, description="Workers per pool: embedders, tokenizers, proxies (scoring, factors).")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs Ray reserves for each worker and each task.")
+    gpus_per_worker: float = Field(
+        0.0, ge=0, description="GPUs Ray reserves for each model-holding worker; a worker with one uses CUDA."
+    )
+    threads_per_worker: int | None = Field(
+        None, gt=0, description="torch threads inside each worker; null: cpus_per_worker rounded down, at least 1."
+    )
+    max_retries: int = Field(
+        3, ge=0, description="Times a dead worker is restarted and its unfinished batch retried before the run fails."
+    )
+    runtime_env: dict[str, Any] | None = Field(
+        None, description="Ray runtime_env for the workers (pip packages, env_vars, working_dir), passed to ray.init."
+    )
+
+
 class RunConfig(_Strict):
     """A whole run. Sections for stages are added as the stages exist."""
 
@@ -417,6 +445,10 @@ class RunConfig(_Strict):
     report: ReportConfig = Field(default_factory=ReportConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    engine: Literal["local", "ray"] = Field(
+        "local", description="Where the heavy stages run: in this process, or on a Ray cluster (see ray)."
+    )
+    ray: RayConfig = Field(default_factory=RayConfig)
 
     @field_validator("run_dir")
     @classmethod

@@ -36,6 +36,7 @@ from typing import IO, Any
 from quadselect import __version__
 from quadselect.atomic import TMP_PREFIX, read_json, write_json, write_text
 from quadselect.config import RunConfig, resolved_yaml
+from quadselect.engine import Executor, LocalExecutor, make_executor
 from quadselect.errors import DiskFullError, RunDirError
 from quadselect.resources import is_disk_full
 
@@ -49,12 +50,13 @@ ACQUIRE_LOCK_FILE = ".lock-acquire"
 
 @dataclass
 class StageContext:
-    """What a stage function gets: the config, where to write, and where its inputs are."""
+    """What a stage function gets: the config, where to write, where its inputs are, and where to run its work."""
 
     config: RunConfig
     name: str
     work_dir: Path
     inputs: dict[str, Path]
+    executor: Executor = field(default_factory=LocalExecutor)
 
     @property
     def run_dir(self) -> Path:
@@ -264,11 +266,12 @@ def stage_status(run_dir: Path, name: str) -> dict[str, Any] | None:
 class Runner:
     """Runs stages of a pipeline in a run directory, skipping those whose artifacts already match."""
 
-    def __init__(self, pipeline: Pipeline, config: RunConfig) -> None:
+    def __init__(self, pipeline: Pipeline, config: RunConfig, executor: Executor | None = None) -> None:
         self.pipeline = pipeline
         self.config = config
         self.run_dir = config.run_dir
         self._fingerprints: dict[str, str] = {}
+        self._executor = executor
 
     def run(self, target: str | None = None, *, force: tuple[str, ...] = ()) -> list[StageResult]:
         """Run `target` and its dependencies (default: every stage), in order. A forced stage re-runs, and so does
@@ -277,16 +280,21 @@ class Runner:
         forced = self.pipeline.downstream(force)
         results = []
         current = None
+        # The engine is not part of any fingerprint: both executors give the same artifacts, so a run can move.
+        executor = self._executor or make_executor(self.config)
         with run_dir_lock(self.run_dir):
             try:
                 remove_temporaries(self.run_dir, recursive=False)
                 write_text(self.run_dir / "config.resolved.yaml", resolved_yaml(self.config))
                 for current in names:
-                    results.append(self._run_stage(self.pipeline.stages[current], force=current in forced))
+                    results.append(self._run_stage(self.pipeline.stages[current], executor, force=current in forced))
             except Exception as exc:
                 if not is_disk_full(exc):
                     raise
                 raise DiskFullError(self._disk_full_message(current, exc)) from exc
+            finally:
+                if self._executor is None:
+                    executor.close()
         return results
 
     def _disk_full_message(self, stage: str | None, exc: BaseException) -> str:
@@ -307,7 +315,7 @@ class Runner:
             f"{kept} Free space and run again: pieces already finished in {work} are reused."
         )
 
-    def _run_stage(self, stage: Stage, *, force: bool) -> StageResult:
+    def _run_stage(self, stage: Stage, executor: Executor, *, force: bool) -> StageResult:
         upstream = {dep: self._fingerprints[dep] for dep in stage.requires}
         fp, args = fingerprint(stage, self.config, upstream)
         final = self.run_dir / stage.name
@@ -342,6 +350,7 @@ class Runner:
             name=stage.name,
             work_dir=work,
             inputs={dep: self.run_dir / dep for dep in stage.requires},
+            executor=executor,
         )
         log.info("%s: running -> %s", stage.name, final)
         start = time.perf_counter()
@@ -355,6 +364,7 @@ class Runner:
                 "args": args,
                 "summary": summary,
                 "wall_s": round(wall, 3),
+                "engine": executor.describe(),
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "quadselect_version": __version__,
             },

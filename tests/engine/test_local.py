@@ -1,0 +1,113 @@
+"""The executor abstraction in this process: what every stage relies on, whichever executor runs it."""
+
+from __future__ import annotations
+
+import builtins
+import functools
+from pathlib import Path
+
+import pytest
+
+from quadselect.audit import config_sha256
+from quadselect.engine import LocalExecutor, make_executor
+from quadselect.engine.ray_cluster import RayExecutor, import_ray
+from quadselect.errors import QuadselectError
+from quadselect.pipeline import build_pipeline
+from quadselect.run import fingerprint
+from tests.engine.workers import Squarer, cube
+from tests.stages.conftest import tiny_config
+
+
+def test_local_map_stream_and_pool_keep_item_order_and_pass_shared_values() -> None:
+    executor = LocalExecutor()
+    assert list(executor.map(cube, [3, 1, 2])) == [27, 1, 8]
+    assert list(executor.map(cube, [], shared=())) == []
+    assert [r["square"] for r in executor.stream(Squarer, [{"x": 4}, {"x": 2}])] == [16, 4]
+    with executor.pool(Squarer) as pool:
+        assert [v for v, _ in pool.map("square", [5, 6], 100)] == [125, 136]
+
+
+def test_local_pool_builds_its_worker_once_and_reads_items_lazily() -> None:
+    built = []
+
+    def factory() -> Squarer:
+        built.append(1)
+        return Squarer()
+
+    pulled = []
+
+    def items():
+        for x in range(3):
+            pulled.append(x)
+            yield x
+
+    with LocalExecutor().pool(factory) as pool:
+        results = pool.map("square", items())
+        assert pulled == []  # nothing is read before a result is asked for
+        assert next(results)[0] == 0 and pulled == [0]
+        assert [v for v, _ in results] == [1, 4]
+        assert pool.worker.calls == 3
+    assert built == [1]
+
+
+def test_config_chooses_the_executor_and_ray_is_connected_only_when_used(small_inputs: Path) -> None:
+    assert isinstance(make_executor(tiny_config(small_inputs)), LocalExecutor)
+    executor = make_executor(tiny_config(small_inputs, engine="ray", ray={"workers": 3, "cpus_per_worker": 2.5}))
+    assert isinstance(executor, RayExecutor)
+    assert executor.workers == 3 and executor.threads == 2
+    assert not executor._started
+    executor.close()  # nothing started, nothing to stop
+
+
+def test_where_a_run_executes_changes_no_fingerprint_and_no_config_hash(small_inputs: Path) -> None:
+    """A run can move between executors (and clusters) and resume: the engine is in no stage's identity."""
+    local = tiny_config(small_inputs)
+    ray = tiny_config(small_inputs, engine="ray", ray={"address": "auto", "workers": 8, "gpus_per_worker": 1})
+    for stage in build_pipeline().stages.values():
+        upstream = {dep: "x" for dep in stage.requires}
+        assert fingerprint(stage, local, upstream) == fingerprint(stage, ray, upstream), stage.name
+    assert config_sha256(local) == config_sha256(ray)
+
+
+def test_engine_ray_without_ray_installed_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_import = builtins.__import__
+
+    def no_ray(name: str, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(QuadselectError, match=r"pip install 'quadselect\[ray\]'"):
+        import_ray()
+
+
+def test_unknown_engine_and_bad_ray_settings_are_config_errors(small_inputs: Path) -> None:
+    from quadselect.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="engine"):
+        tiny_config(small_inputs, engine="slurm")
+    with pytest.raises(ConfigError, match=r"ray.workers"):
+        tiny_config(small_inputs, engine="ray", ray={"workers": 0})
+    with pytest.raises(ConfigError, match=r"ray.cpu_per_worker: unknown key"):
+        tiny_config(small_inputs, engine="ray", ray={"cpu_per_worker": 1})
+
+
+def test_partial_of_a_module_level_worker_is_what_stages_pass(tmp_path: Path) -> None:
+    """Stages hand executors picklable factories (functools.partial of a module-level class), never closures."""
+    import pickle
+
+    factory = functools.partial(Squarer, str(tmp_path / "flag"), 7)
+    assert pickle.loads(pickle.dumps(factory))().crash_at == 7
+
+
+def test_engine_option_overrides_the_config_and_is_validated(small_inputs: Path) -> None:
+    from typer.testing import CliRunner
+
+    from quadselect.cli import app
+    from tests.support import make_config
+
+    config = make_config(small_inputs, select={"budget_fraction": 0.1})
+    result = CliRunner().invoke(app, ["prepare", str(config), "--engine", "slurm"])
+    assert result.exit_code == 2
+    assert "engine" in result.output and "'local' or 'ray'" in result.output
