@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 
 import faiss
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.metrics import adjusted_rand_score
 from sklearn.metrics.cluster import contingency_matrix
@@ -133,6 +135,27 @@ def assign(
         ids[start:stop] = nearest[:, 0]
         dist[start:stop] = np.clip(1.0 - sims[:, 0], 0.0, 2.0)
     return ids, dist
+
+
+def assign_shard(item: dict[str, str], centroids: np.ndarray) -> int:
+    """Assign one shard's documents to their nearest centroid and write its assignment table (atomically); returns
+    the number of documents. A task of its own, so shards are assigned in parallel on Ray."""
+    # One shard mapped at a time: pages read through a map count towards RSS while it is open.
+    array = open_array(item["embedding"])
+    meta = pq.read_table(item["shard"], columns=["doc_id", "n_tokens", "source"])
+    ids, dist = assign(centroids, array)
+    table = pa.table(
+        {
+            "doc_id": meta["doc_id"],
+            "cluster": pa.array(ids, pa.int32()),
+            "distance": pa.array(dist, pa.float32()),
+            "n_tokens": meta["n_tokens"],
+            "source": meta["source"],
+        }
+    )
+    with atomic_path(item["dest"]) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return int(array.shape[0])
 
 
 def neighbour_graph(

@@ -17,7 +17,13 @@ from quadselect.influence import (
     ihvp,
 )
 from quadselect.influence.ekfac import eigenvectors, to_eigenbasis
-from quadselect.influence.factors import Covariances, eigendecompose, fit_covariances
+from quadselect.influence.factors import (
+    Covariances,
+    correction_sums,
+    covariance_sums,
+    eigendecompose,
+    fit_covariances,
+)
 from tests.influence.tiny import autograd_document_grads, padded_batch, tiny_gpt2, tiny_llama
 
 
@@ -97,6 +103,33 @@ def test_covariances_ignore_padding_and_document_length(llama, llama_layers):
     for name in llama_layers:
         torch.testing.assert_close(together.activation[name], apart.activation[name])
         torch.testing.assert_close(together.gradient[name], apart.gradient[name])
+
+
+def test_sums_fitted_on_parts_of_the_sample_add_up_to_the_whole(llama, llama_layers, batches):
+    """What lets workers fit factors on parts of the sample: with the Fisher's labels sampled per batch (seeded by the
+    batch's index, not by what came before), two parts fitted apart and added give the sums of one pass, and a
+    batch gets other labels at another index."""
+    whole = covariance_sums(llama, batches, llama_layers, seed=5)
+    parts = covariance_sums(llama, batches[:1], llama_layers, seed=5) + covariance_sums(
+        llama, batches[1:], llama_layers, seed=5, first_batch=1
+    )
+    shifted = covariance_sums(llama, batches[1:], llama_layers, seed=5)
+    assert parts.n_tokens == whole.n_tokens
+    name = next(iter(llama_layers))
+    for layer in llama_layers:
+        torch.testing.assert_close(parts.activation[layer], whole.activation[layer])
+        torch.testing.assert_close(parts.gradient[layer], whole.gradient[layer])
+    rest = covariance_sums(llama, batches[1:], llama_layers, seed=5, first_batch=1)
+    assert not torch.allclose(shifted.gradient[name], rest.gradient[name])
+
+    bases = eigendecompose(whole.means(), torch.float64)
+    corrected = correction_sums(llama, batches, llama_layers, bases, seed=6)
+    split = correction_sums(llama, batches[:2], llama_layers, bases, seed=6) + correction_sums(
+        llama, batches[2:], llama_layers, bases, seed=6, first_batch=2
+    )
+    assert split.n_docs == corrected.n_docs
+    for layer in llama_layers:
+        torch.testing.assert_close(split.squares[layer], corrected.squares[layer])
 
 
 def test_per_head_blocks_are_the_diagonal_blocks_of_full_s(llama, llama_layers, batches):

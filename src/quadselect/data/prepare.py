@@ -11,10 +11,11 @@ Memory is bounded by one batch of documents plus the tokenizer sample, never by 
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,19 +62,17 @@ def run_prepare(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.config
     raw_dir = ctx.work_dir / "raw"
     raw_summary = _read_inputs(cfg, raw_dir, ctx.seed)
-    tokenizer = _tokenizer_step(cfg, raw_dir, ctx.work_dir / TOKENIZER_DIR)
+    _tokenizer_step(cfg, raw_dir, ctx.work_dir / TOKENIZER_DIR)
+    roles = [role for role in ROLES if role in raw_summary["roles"]]
+    _count_tokens_step(ctx, raw_dir, roles)
     summary: dict[str, Any] = {
         "problems": raw_summary["problems"],
-        "roles": {},
+        "roles": {
+            role: _role_summary(raw_dir / role, ctx.work_dir / role, raw_summary["roles"][role]) for role in roles
+        },
         "shard_max_bytes": raw_summary.get("shard_max_bytes"),
         "inputs": raw_summary.get("inputs"),
     }
-    for role in ROLES:
-        if role not in raw_summary["roles"]:
-            continue
-        summary["roles"][role] = _count_tokens_step(
-            raw_dir / role, ctx.work_dir / role, tokenizer, cfg.prepare.batch_docs, raw_summary["roles"][role]
-        )
     shutil.rmtree(raw_dir)
     summary["tokenizer"] = str(cfg.run_dir / "prepare" / TOKENIZER_DIR)
     pool = summary["roles"]["pool"]
@@ -159,9 +158,7 @@ def _problem_line(report: ProblemReport) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(report.counts.items())) or "none"
 
 
-def _docs_of(
-    specs: list[SourceSpec], policy: Any, report: ProblemReport, ids: IdRegistry
-) -> Iterator[Document]:
+def _docs_of(specs: list[SourceSpec], policy: Any, report: ProblemReport, ids: IdRegistry) -> Iterator[Document]:
     for spec in specs:
         yield from iter_documents(spec, policy, report, ids)
 
@@ -201,7 +198,7 @@ class _Reservoir:
 
 
 def _tokenizer_step(cfg: RunConfig, raw_dir: Path, out_dir: Path) -> Any:
-    """Step 2: the tokenizer saved inside the stage, so later stages and users load it from the run directory."""
+    """Step 2: the tokenizer saved inside the stage, so later stages, workers and users load it from there."""
     if (out_dir / "tokenizer.json").is_file() or (out_dir / "tokenizer_config.json").is_file():
         return load_tokenizer(out_dir)
     if cfg.tokenizer.path is not None:
@@ -221,43 +218,74 @@ def _tokenizer_step(cfg: RunConfig, raw_dir: Path, out_dir: Path) -> Any:
     return tokenizer
 
 
-def _count_tokens_step(
-    raw_dir: Path, out_dir: Path, tokenizer: Any, batch_docs: int, raw_stats: dict[str, Any]
-) -> dict[str, Any]:
-    """Step 3: one output shard per raw shard, so a finished shard is never redone."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    raw = ShardSet(raw_dir)
+class ShardTokenCounter:
+    """A worker: adds token counts to whole raw shards, `{"raw": path, "dest": path}` → `{"docs": n}`; the counted
+    shard is written atomically, so a finished shard is never redone."""
+
+    def __init__(self, tokenizer_dir: str, batch_docs: int, progress: Callable[[int], object] | None = None) -> None:
+        self.tokenizer = load_tokenizer(tokenizer_dir)
+        self.batch_docs = batch_docs
+        self.progress = progress
+
+    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+        table = pq.read_table(item["raw"])
+        texts = table["text"].to_pylist()
+        counts: list[int] = []
+        for start in range(0, len(texts), self.batch_docs):
+            counts.extend(count_tokens(self.tokenizer, texts[start : start + self.batch_docs]))
+            if self.progress is not None:
+                self.progress(len(counts) - start)
+        table = pa.table(
+            {
+                "doc_id": table["doc_id"],
+                "text": table["text"],
+                "n_tokens": pa.array(counts, pa.int32()),
+                "source": table["source"],
+            },
+            schema=SHARD_SCHEMA,
+        )
+        _write_table_atomic(table, Path(item["dest"]))
+        return {"docs": len(texts)}
+
+
+def _count_tokens_step(ctx: StageContext, raw_dir: Path, roles: list[str]) -> None:
+    """Step 3: one counted shard per raw shard, every role's shards in one pass of the executor."""
+    items, done = [], 0
+    total = 0
+    for role in roles:
+        (ctx.work_dir / role).mkdir(parents=True, exist_ok=True)
+        for entry in ShardSet(raw_dir / role).index["shards"]:
+            total += int(entry["docs"])
+            dest = ctx.work_dir / role / entry["file"]
+            if dest.is_file():
+                done += int(entry["docs"])
+            else:
+                items.append({"raw": str(raw_dir / role / entry["file"]), "dest": str(dest), "docs": entry["docs"]})
+    with progress_bar("prepare: counting tokens", total=total, unit="docs") as bar:
+        bar.update(done)
+        in_process = ctx.executor.in_process
+        worker = functools.partial(
+            ShardTokenCounter,
+            str(ctx.work_dir / TOKENIZER_DIR),
+            ctx.config.prepare.batch_docs,
+            bar.update if in_process else None,
+        )
+        for result in ctx.executor.stream(worker, items):
+            if not in_process:
+                bar.update(int(result["docs"]))
+
+
+def _role_summary(raw_dir: Path, out_dir: Path, raw_stats: dict[str, Any]) -> dict[str, Any]:
+    """The counted shards' index, and documents, tokens and characters per source."""
     shards = []
     tokens_by_source: Counter[str] = Counter()
-    bar = progress_bar(f"prepare: counting tokens ({out_dir.name})", total=raw.num_docs, unit="docs")
-    for entry in raw.index["shards"]:
-        dest = out_dir / entry["file"]
-        if not dest.is_file():
-            table = pq.read_table(raw_dir / entry["file"])
-            texts = table["text"].to_pylist()
-            counts: list[int] = []
-            for start in range(0, len(texts), batch_docs):
-                counts.extend(count_tokens(tokenizer, texts[start : start + batch_docs]))
-            table = pa.table(
-                {
-                    "doc_id": table["doc_id"],
-                    "text": table["text"],
-                    "n_tokens": pa.array(counts, pa.int32()),
-                    "source": table["source"],
-                },
-                schema=SHARD_SCHEMA,
-            )
-            _write_table_atomic(table, dest)
-        meta = pq.read_table(dest, columns=["n_tokens", "source"])
+    for entry in ShardSet(raw_dir).index["shards"]:
+        meta = pq.read_table(out_dir / entry["file"], columns=["n_tokens", "source"])
         n_tokens = int(pc.sum(meta["n_tokens"]).as_py() or 0)
         for source, tok in zip(meta["source"].to_pylist(), meta["n_tokens"].to_pylist(), strict=True):
             tokens_by_source[source] += tok
         shards.append({"file": entry["file"], "docs": int(entry["docs"]), "bytes": entry["bytes"], "tokens": n_tokens})
-        bar.update(int(entry["docs"]))
-    bar.close()
-    sources = {
-        name: {**stats, "tokens": int(tokens_by_source[name])} for name, stats in raw_stats["sources"].items()
-    }
+    sources = {name: {**stats, "tokens": int(tokens_by_source[name])} for name, stats in raw_stats["sources"].items()}
     write_index(out_dir, shards, sources=sources)
     return {
         "docs": sum(s["docs"] for s in shards),

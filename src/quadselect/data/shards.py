@@ -6,9 +6,12 @@ killed midway redoes only the shards it had not finished.
 
 from __future__ import annotations
 
+import gzip
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +29,8 @@ SHARD_SCHEMA = pa.schema(
 )
 RAW_SCHEMA = pa.schema([("doc_id", pa.string()), ("text", pa.large_string()), ("source", pa.string())])
 INDEX_FILE = "index.json"
+# Rows read per step when writing exported documents.
+READ_BATCH = 2_000
 
 
 def shard_name(i: int) -> str:
@@ -144,3 +149,27 @@ def read_rows(shards: ShardSet, rows: np.ndarray, columns: list[str]) -> pa.Tabl
 
 def write_index(directory: Path, shards: list[dict], **extra: object) -> None:
     write_json(directory / INDEX_FILE, {"shards": shards, **extra})
+
+
+def write_documents(item: dict[str, Any], pool_dir: str) -> int:
+    """Write the pool rows `item["rows"]`, in that order, to the export file `item["path"]` (`item["format"]`: jsonl,
+    gzipped, or parquet) atomically; returns how many. A task of its own (it imports nothing heavy), so the executor
+    writes export shards in parallel."""
+    pool = ShardSet(Path(pool_dir))
+    rows = np.asarray(item["rows"], dtype=np.int64)
+    with atomic_path(item["path"]) as tmp:
+        if item["format"] == "jsonl":
+            # mtime=0 and no file name (gzip would store the random temporary name): the same selection gives
+            # byte-identical files.
+            with open(tmp, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as fh:
+                for start in range(0, rows.size, READ_BATCH):
+                    table = read_rows(pool, rows[start : start + READ_BATCH], ["doc_id", "text", "source", "n_tokens"])
+                    for record in table.to_pylist():
+                        fh.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+        else:
+            tables = [
+                read_rows(pool, rows[start : start + READ_BATCH], ["doc_id", "text", "source", "n_tokens"])
+                for start in range(0, rows.size, READ_BATCH)
+            ]
+            pq.write_table(pa.concat_tables(tables), tmp, compression="zstd")
+    return int(rows.size)

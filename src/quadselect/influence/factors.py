@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -69,13 +70,33 @@ def _target_positions(chunk: Chunk, device: torch.device) -> Tensor:
     return torch.cat([mask[:, 1:], torch.zeros_like(mask[:, :1])], dim=1)
 
 
-def _generator(model: nn.Module, seed: int) -> torch.Generator:
-    return torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+def batch_generator(model: nn.Module, seed: int, batch_index: int) -> torch.Generator:
+    """The generator that samples the Fisher's labels for one batch: seeded by the batch's position in the sample,
+    not by the batches drawn before it, so any subset of batches gives the same labels wherever it is fitted (one
+    process, or a Ray worker per subset)."""
+    mixed = int(np.random.SeedSequence([seed, batch_index]).generate_state(1, np.uint64)[0] >> 1)
+    return torch.Generator(device=next(model.parameters()).device).manual_seed(mixed)
+
+
+def _chunks_with_generators(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    *,
+    seed: int,
+    first_batch: int,
+    max_length: int | None,
+    progress: Progress | None,
+    description: str,
+) -> Iterator[tuple[Chunk, torch.Generator]]:
+    for index, batch in enumerate(with_progress(batches, progress, description), start=first_batch):
+        generator = batch_generator(model, seed, index)
+        for chunk in split_long_documents(batch["input_ids"], batch["attention_mask"], max_length):
+            yield chunk, generator
 
 
 @dataclass
 class Covariances:
-    """Running sums of a aᵀ and g gᵀ per layer, and the token count that normalizes them.
+    """Means of a aᵀ and g gᵀ per layer over ``n_tokens`` target tokens.
 
     ``activation[name]`` is (d_in, d_in), or the (vocab,) diagonal for embeddings;
     ``gradient[name]`` is (d_out, d_out), or (n_heads, head_dim, head_dim) diagonal blocks.
@@ -86,7 +107,54 @@ class Covariances:
     n_tokens: int
 
 
-def fit_covariances(
+@dataclass
+class CovarianceSums:
+    """Σ a aᵀ and Σ g gᵀ per layer over ``n_tokens`` tokens: the sums of separate batches add up (``+``), so workers
+    that each see part of the sample are reduced into one."""
+
+    activation: dict[str, Tensor]
+    gradient: dict[str, Tensor]
+    n_tokens: int
+
+    def __add__(self, other: CovarianceSums) -> CovarianceSums:
+        return CovarianceSums(
+            _add(self.activation, other.activation), _add(self.gradient, other.gradient), self.n_tokens + other.n_tokens
+        )
+
+    def means(self) -> Covariances:
+        if self.n_tokens == 0 or not self.activation:
+            raise ValueError("no next-token target in the batches; documents need ≥ 2 tokens")
+        return Covariances(
+            {k: v / self.n_tokens for k, v in self.activation.items()},
+            {k: v / self.n_tokens for k, v in self.gradient.items()},
+            self.n_tokens,
+        )
+
+
+@dataclass
+class CorrectionSums:
+    """Σ_d (Q_Sᵀ ∇W L_d Q_A)² per layer over ``n_docs`` documents; adds up like :class:`CovarianceSums`."""
+
+    squares: dict[str, Tensor]
+    n_docs: int
+
+    def __add__(self, other: CorrectionSums) -> CorrectionSums:
+        return CorrectionSums(_add(self.squares, other.squares), self.n_docs + other.n_docs)
+
+    def means(self) -> dict[str, Tensor]:
+        if self.n_docs == 0:
+            raise ValueError("no document with a next-token target in the batches")
+        return {k: v / self.n_docs for k, v in self.squares.items()}
+
+
+def _add(left: dict[str, Tensor], right: dict[str, Tensor]) -> dict[str, Tensor]:
+    out = dict(left)
+    for name, value in right.items():
+        accumulate(out, name, value)
+    return out
+
+
+def covariance_sums(
     model: nn.Module,
     batches: Iterable[Batch],
     layers: dict[str, LayerSpec],
@@ -96,8 +164,9 @@ def fit_covariances(
     per_head: bool = False,
     max_length: int | None = None,
     progress: Progress | None = None,
-) -> Covariances:
-    """Accumulate A and S over every target token of ``batches``.
+    first_batch: int = 0,
+) -> CovarianceSums:
+    """Sum a aᵀ and g gᵀ over every target token of ``batches`` (batch i of the sample is ``first_batch + i``).
 
     The loss is the sum of per-document mean losses, so a token's output gradient carries a 1/T_d
     factor; it is multiplied back by T_d here so that S is E[g gᵀ] of per-token losses and does
@@ -123,22 +192,42 @@ def fit_covariances(
         else:
             accumulate(grads, spec.name, g_tokens.t() @ g_tokens)
 
-    generator = _generator(model, seed)
     tapped = TappedModel(model, layers, collect)
     n_tokens = 0
+    chunks = _chunks_with_generators(
+        model,
+        batches,
+        seed=seed,
+        first_batch=first_batch,
+        max_length=max_length,
+        progress=progress,
+        description="factors: covariances",
+    )
     with tapped.installed():
-        for chunk in iter_chunks(batches, max_length, progress, "factors: covariances"):
+        for chunk, generator in chunks:
             state["positions"] = _target_positions(chunk, device)
             state["n_targets"] = chunk.n_targets.to(device)
             tapped.run(chunk.input_ids, chunk.attention_mask, fisher, generator)
             n_tokens += int(chunk.n_targets.sum())
-    if n_tokens == 0 or not acts:
-        raise ValueError("no next-token target in the batches; documents need ≥ 2 tokens")
-    return Covariances(
-        {k: v / n_tokens for k, v in acts.items()},
-        {k: v / n_tokens for k, v in grads.items()},
-        n_tokens,
+    return CovarianceSums(acts, grads, n_tokens)
+
+
+def fit_covariances(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    layers: dict[str, LayerSpec],
+    *,
+    fisher: Fisher = "sampled",
+    seed: int = 0,
+    per_head: bool = False,
+    max_length: int | None = None,
+    progress: Progress | None = None,
+) -> Covariances:
+    """A = E[a aᵀ] and S = E[g gᵀ] over every target token of ``batches`` (see :func:`covariance_sums`)."""
+    sums = covariance_sums(
+        model, batches, layers, fisher=fisher, seed=seed, per_head=per_head, max_length=max_length, progress=progress
     )
+    return sums.means()
 
 
 def eigendecompose(covariances: Covariances, dtype: torch.dtype) -> dict[str, tuple[Tensor | None, Tensor]]:
@@ -153,7 +242,7 @@ def eigendecompose(covariances: Covariances, dtype: torch.dtype) -> dict[str, tu
     return bases
 
 
-def fit_eigenvalue_correction(
+def correction_sums(
     model: nn.Module,
     batches: Iterable[Batch],
     layers: dict[str, LayerSpec],
@@ -163,8 +252,9 @@ def fit_eigenvalue_correction(
     seed: int = 1,
     max_length: int | None = None,
     progress: Progress | None = None,
-) -> tuple[dict[str, Tensor], int]:
-    """Λ* = E_d[(Q_Sᵀ ∇W L_d Q_A)²] per layer, over documents d, and the number of documents.
+    first_batch: int = 0,
+) -> CorrectionSums:
+    """Σ_d (Q_Sᵀ ∇W L_d Q_A)² per layer over the documents d of ``batches``.
 
     ∇W L_d is the gradient of document d's *mean* loss, the same per-document loss the scorer
     differentiates, so the preconditioner and the scored gradients share one scale.
@@ -177,16 +267,75 @@ def fit_eigenvalue_correction(
         rotated = to_eigenbasis(spec.per_doc_grads(a, g), q_s.to(device, g.dtype), None if q_a is None else q_a.to(g))
         accumulate(sums, spec.name, rotated.square().sum(dim=0))
 
-    generator = _generator(model, seed)
     tapped = TappedModel(model, layers, collect)
     n_docs = 0
+    chunks = _chunks_with_generators(
+        model,
+        batches,
+        seed=seed,
+        first_batch=first_batch,
+        max_length=max_length,
+        progress=progress,
+        description="factors: eigenvalue correction",
+    )
     with tapped.installed():
-        for chunk in iter_chunks(batches, max_length, progress, "factors: eigenvalue correction"):
+        for chunk, generator in chunks:
             tapped.run(chunk.input_ids, chunk.attention_mask, fisher, generator)
             n_docs += int((chunk.n_targets > 0).sum())
-    if n_docs == 0:
-        raise ValueError("no document with a next-token target in the batches")
-    return {k: v / n_docs for k, v in sums.items()}, n_docs
+    return CorrectionSums(sums, n_docs)
+
+
+def fit_eigenvalue_correction(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    layers: dict[str, LayerSpec],
+    bases: dict[str, tuple[Tensor | None, Tensor]],
+    *,
+    fisher: Fisher = "sampled",
+    seed: int = 1,
+    max_length: int | None = None,
+    progress: Progress | None = None,
+) -> tuple[dict[str, Tensor], int]:
+    """Λ* = E_d[(Q_Sᵀ ∇W L_d Q_A)²] per layer, over documents d, and the number of documents."""
+    sums = correction_sums(
+        model, batches, layers, bases, fisher=fisher, seed=seed, max_length=max_length, progress=progress
+    )
+    return sums.means(), sums.n_docs
+
+
+def assemble_factors(
+    layers: dict[str, LayerSpec],
+    bases: dict[str, tuple[Tensor | None, Tensor]],
+    corrections: dict[str, Tensor],
+    *,
+    n_tokens: int,
+    n_docs: int,
+    fisher: Fisher,
+    seed: int,
+    damping: float,
+    damping_mode: DampingMode,
+    per_head: bool,
+    max_length: int | None,
+) -> EkfacFactors:
+    """The fitted pieces as :class:`EkfacFactors`, with the metadata saved beside them."""
+    metadata = {
+        "fisher": fisher,
+        "seed": seed,
+        "per_head": per_head,
+        "max_length": max_length,
+        "n_tokens": n_tokens,
+        "n_documents": n_docs,
+        "layers": {
+            name: {"kind": s.kind, "d_in": s.d_in, "d_out": s.d_out, "has_bias": s.has_bias}
+            for name, s in layers.items()
+        },
+    }
+    return EkfacFactors(
+        {name: LayerFactors(*bases[name], corrections[name]) for name in layers},
+        damping,
+        damping_mode,
+        metadata,
+    )
 
 
 def _reiterable(batches: Iterable[Batch]) -> Iterable[Batch]:
@@ -244,23 +393,18 @@ def fit_factors(
         progress=progress,
     )
     logger.info("eigenvalue correction fitted on %d documents", n_docs)
-    metadata = {
-        "fisher": fisher,
-        "seed": seed,
-        "per_head": per_head,
-        "max_length": max_length,
-        "n_tokens": covariances.n_tokens,
-        "n_documents": n_docs,
-        "layers": {
-            name: {"kind": s.kind, "d_in": s.d_in, "d_out": s.d_out, "has_bias": s.has_bias}
-            for name, s in layers.items()
-        },
-    }
-    return EkfacFactors(
-        {name: LayerFactors(*bases[name], corrections[name]) for name in layers},
-        damping,
-        damping_mode,
-        metadata,
+    return assemble_factors(
+        layers,
+        bases,
+        corrections,
+        n_tokens=covariances.n_tokens,
+        n_docs=n_docs,
+        fisher=fisher,
+        seed=seed,
+        damping=damping,
+        damping_mode=damping_mode,
+        per_head=per_head,
+        max_length=max_length,
     )
 
 

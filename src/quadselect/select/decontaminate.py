@@ -18,8 +18,10 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 NGRAM = 13
 MIN_WORDS = 8
@@ -123,3 +125,10 @@ def find_contamination(
             flagged.append(position)
             matches.append(found)
     return Contamination(np.asarray(flagged, dtype=np.int64), np.asarray(matches, dtype=np.int64), n_docs)
+
+
+def shard_contamination(shard: str | Path, index: NgramIndex) -> np.ndarray:
+    """1.0 for each document of a prepared shard that shares an n-gram with `index`, else 0.0. A task of its own (it
+    imports nothing heavy), so the executor screens shards in parallel."""
+    texts = pq.read_table(shard, columns=["text"])["text"].to_pylist()
+    return np.asarray([index.count_matches(t) > 0 for t in texts], dtype=np.float64)

@@ -13,7 +13,7 @@ from quadselect.atomic import atomic_path
 from quadselect.cluster import (
     _centroid_index,
     adjusted_rand,
-    assign,
+    assign_shard,
     default_num_clusters,
     distinctive_terms,
     neighbour_graph,
@@ -24,7 +24,7 @@ from quadselect.cluster import (
 )
 from quadselect.config import RunConfig
 from quadselect.data.shards import ShardSet
-from quadselect.embed import l2_normalize, open_array, read_embedding_index, write_array
+from quadselect.embed import l2_normalize, read_embedding_index, write_array
 from quadselect.errors import ConfigError
 from quadselect.progress import progress_bar
 from quadselect.run import StageContext
@@ -60,31 +60,17 @@ def run_cluster(ctx: StageContext) -> dict[str, Any]:
 
     assign_dir = ctx.work_dir / ASSIGNMENTS_DIR
     assign_dir.mkdir(exist_ok=True)
-    clusters, tokens, sources = [], [], []
+    items = [
+        {"embedding": str(path), "shard": str(pool.directory / shard["file"]), "dest": str(assign_dir / shard["file"])}
+        for path, shard in zip(paths, pool.index["shards"], strict=True)
+    ]
     with progress_bar("cluster: assigning", total=n_docs, unit="docs") as bar:
-        for path, shard in zip(paths, pool.index["shards"], strict=True):
-            # One shard mapped at a time: pages read through a map count towards RSS while it is open.
-            array = open_array(path)
-            meta = pq.read_table(pool.directory / shard["file"], columns=["doc_id", "n_tokens", "source"])
-            ids, dist = assign(centroids, array)
-            table = pa.table(
-                {
-                    "doc_id": meta["doc_id"],
-                    "cluster": pa.array(ids, pa.int32()),
-                    "distance": pa.array(dist, pa.float32()),
-                    "n_tokens": meta["n_tokens"],
-                    "source": meta["source"],
-                }
-            )
-            with atomic_path(assign_dir / shard["file"]) as tmp:
-                pq.write_table(table, tmp, compression="zstd")
-            clusters.append(ids)
-            tokens.append(meta["n_tokens"].to_numpy())
-            sources.extend(meta["source"].to_pylist())
-            bar.update(array.shape[0])
-            del array
-    cluster_ids = np.concatenate(clusters)
-    n_tokens = np.concatenate(tokens)
+        for rows in ctx.executor.map(assign_shard, items, shared=(centroids,)):
+            bar.update(rows)
+    assigned = pa.concat_tables(pq.read_table(i["dest"], columns=["cluster", "n_tokens", "source"]) for i in items)
+    cluster_ids = assigned["cluster"].to_numpy()
+    n_tokens = assigned["n_tokens"].to_numpy()
+    sources = assigned["source"].to_pylist()
 
     gamma = auto_gamma(centroids) if cfg.gamma == "auto" else float(cfg.gamma)
     graph = neighbour_graph(centroids, gamma)

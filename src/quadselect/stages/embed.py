@@ -1,16 +1,30 @@
-"""The `embed` stage: a float16 embedding file per pool shard, resumable shard by shard."""
+"""The `embed` stage: a float16 embedding file per pool shard, resumable shard by shard.
+
+Each shard is one item for the executor: a worker holding the embedder reads the shard's texts, embeds them and
+writes `<shard>.npy` atomically, so a killed run re-embeds only the shards without a file, and on Ray the shards are
+embedded in parallel by an actor pool (one embedder per actor).
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow.parquet as pq
 
 from quadselect.config import RunConfig
 from quadselect.data.shards import ShardSet
-from quadselect.embed import embed_texts, embedding_file, load_embedder, write_array, write_embedding_index
+from quadselect.embed import (
+    embed_texts,
+    embedding_file,
+    load_embedder,
+    open_array,
+    write_array,
+    write_embedding_index,
+)
 from quadselect.progress import progress_bar
 from quadselect.run import StageContext
 
@@ -21,36 +35,66 @@ def embed_args(config: RunConfig) -> dict[str, Any]:
     return {"embed": config.embed.model_dump(mode="json")}
 
 
+class ShardEmbedder:
+    """A worker: embeds whole shards, `{"shard": parquet path, "dest": npy path}` → `{"rows": n}`."""
+
+    def __init__(
+        self,
+        model: str,
+        max_tokens: int,
+        batch_size: int,
+        device: str | None = None,
+        progress: Callable[[int], object] | None = None,
+    ) -> None:
+        self.embedder = load_embedder(model, max_tokens=max_tokens, device=device)
+        self.batch_size = batch_size
+        self.progress = progress
+
+    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+        texts = pq.read_table(item["shard"], columns=["text"])["text"].to_pylist()
+        write_array(item["dest"], embed_texts(self.embedder, texts, self.batch_size, progress=self.progress))
+        return {"rows": len(texts)}
+
+
 def run_embed(ctx: StageContext) -> dict[str, Any]:
     """The `embed` stage: one float16 embedding file per pool shard; finished shards survive a kill."""
     cfg = ctx.config.embed
     pool = ShardSet(ctx.input("prepare") / "pool")
-    embedder = load_embedder(cfg.model, max_tokens=cfg.max_tokens, device=cfg.device)
+    shards = pool.index["shards"]
     log.info(
-        "embed: %d documents with %s (%d dimensions, first %d tokens)",
+        "embed: %d documents in %d shards with %s (first %d tokens) on %s",
         pool.num_docs,
-        embedder.name,
-        embedder.dim,
+        len(shards),
+        cfg.model,
         cfg.max_tokens,
+        ctx.executor.describe(),
     )
-    entries = []
+    todo = [s for s in shards if not embedding_file(ctx.work_dir, s["file"]).is_file()]
     start = time.perf_counter()
-    embedded = 0
     with progress_bar("embed", total=pool.num_docs, unit="docs") as bar:
-        for shard in pool.index["shards"]:
-            dest = embedding_file(ctx.work_dir, shard["file"])
-            if not dest.is_file():
-                texts = pq.read_table(pool.directory / shard["file"], columns=["text"])["text"].to_pylist()
-                write_array(dest, embed_texts(embedder, texts, cfg.batch_size, progress=bar.update))
-                embedded += len(texts)
-            else:
-                bar.update(int(shard["docs"]))
-            entries.append({"shard": shard["file"], "file": dest.name, "rows": int(shard["docs"])})
+        bar.update(pool.num_docs - sum(int(s["docs"]) for s in todo))
+        in_process = ctx.executor.in_process
+        worker = functools.partial(
+            ShardEmbedder, cfg.model, cfg.max_tokens, cfg.batch_size, cfg.device, bar.update if in_process else None
+        )
+        items = [
+            {"shard": str(pool.directory / s["file"]), "dest": str(embedding_file(ctx.work_dir, s["file"]))}
+            for s in todo
+        ]
+        for result in ctx.executor.stream(worker, items):
+            if not in_process:
+                bar.update(int(result["rows"]))
     wall = time.perf_counter() - start
-    write_embedding_index(ctx.work_dir, entries, dim=embedder.dim, model=embedder.name, max_tokens=cfg.max_tokens)
+    embedded = sum(int(s["docs"]) for s in todo)
+    entries = [
+        {"shard": s["file"], "file": embedding_file(ctx.work_dir, s["file"]).name, "rows": int(s["docs"])}
+        for s in shards
+    ]
+    dim = int(open_array(embedding_file(ctx.work_dir, shards[0]["file"])).shape[1])
+    write_embedding_index(ctx.work_dir, entries, dim=dim, model=cfg.model, max_tokens=cfg.max_tokens)
     return {
         "docs": pool.num_docs,
-        "dim": embedder.dim,
-        "model": embedder.name,
+        "dim": dim,
+        "model": cfg.model,
         "docs_per_s": round(embedded / wall, 1) if embedded and wall > 0 else None,
     }

@@ -7,19 +7,16 @@ export leaves only complete shards, and a re-run rewrites the same bytes.
 
 from __future__ import annotations
 
-import gzip
-import json
 import logging
 import shutil
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
-from quadselect.atomic import atomic_path, read_json, write_json
+from quadselect.atomic import read_json, write_json
 from quadselect.config import RunConfig
-from quadselect.data.shards import ShardSet, read_rows
+from quadselect.data.shards import ShardSet, write_documents
 from quadselect.progress import progress_bar
 from quadselect.run import StageContext, stage_status
 from quadselect.stages.select import MANIFEST, SELECTION_JSON
@@ -27,7 +24,6 @@ from quadselect.stages.select import MANIFEST, SELECTION_JSON
 log = logging.getLogger(__name__)
 
 DOCS_DIR = "documents"
-READ_BATCH = 2_000
 
 
 def export_args(config: RunConfig) -> dict[str, Any]:
@@ -46,18 +42,18 @@ def run_export(ctx: StageContext) -> dict[str, Any]:
 
     out_dir = ctx.work_dir / DOCS_DIR
     out_dir.mkdir(exist_ok=True)
-    files = []
+    suffix = "jsonl.gz" if cfg.format == "jsonl" else "parquet"
+    files, todo = [], []
+    for shard in np.unique(shard_of):
+        in_shard = np.flatnonzero(shard_of == shard)
+        name = f"part-{int(shard):05d}.{suffix}"
+        files.append({"file": f"{DOCS_DIR}/{name}", "docs": int(in_shard.size), "tokens": int(tokens[in_shard].sum())})
+        if not (out_dir / name).is_file():
+            todo.append({"path": str(out_dir / name), "rows": rows[in_shard].tolist(), "format": cfg.format})
     with progress_bar("export", total=int(rows.size), unit="docs") as bar:
-        for shard in np.unique(shard_of):
-            in_shard = np.flatnonzero(shard_of == shard)
-            name = f"part-{int(shard):05d}." + ("jsonl.gz" if cfg.format == "jsonl" else "parquet")
-            path = out_dir / name
-            if not path.is_file():
-                _write_shard(path, pool, rows[in_shard], cfg.format)
-            files.append(
-                {"file": f"{DOCS_DIR}/{name}", "docs": int(in_shard.size), "tokens": int(tokens[in_shard].sum())}
-            )
-            bar.update(int(in_shard.size))
+        bar.update(int(rows.size) - sum(len(item["rows"]) for item in todo))
+        for written in ctx.executor.map(write_documents, todo, shared=(str(pool.directory),)):
+            bar.update(written)
 
     shutil.copyfile(ctx.input("select") / MANIFEST, ctx.work_dir / MANIFEST)
     selection = read_json(ctx.input("select") / SELECTION_JSON)
@@ -75,21 +71,3 @@ def run_export(ctx: StageContext) -> dict[str, Any]:
         "files": len(files),
         "path": str(ctx.run_dir / "export"),
     }
-
-
-def _write_shard(path: Any, pool: ShardSet, rows: np.ndarray, fmt: str) -> None:
-    with atomic_path(path) as tmp:
-        if fmt == "jsonl":
-            # mtime=0 and no file name (gzip would store the random temporary name): the same selection gives
-            # byte-identical files.
-            with open(tmp, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as fh:
-                for start in range(0, rows.size, READ_BATCH):
-                    table = read_rows(pool, rows[start : start + READ_BATCH], ["doc_id", "text", "source", "n_tokens"])
-                    for record in table.to_pylist():
-                        fh.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
-        else:
-            tables = [
-                read_rows(pool, rows[start : start + READ_BATCH], ["doc_id", "text", "source", "n_tokens"])
-                for start in range(0, rows.size, READ_BATCH)
-            ]
-            pq.write_table(pa.concat_tables(tables), tmp, compression="zstd")

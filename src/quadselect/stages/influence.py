@@ -7,8 +7,9 @@ forward and one backward per batch.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,9 +26,17 @@ from quadselect.influence import (
     ProjectedScorer,
     estimate_factor_memory,
     find_tracked_layers,
-    fit_factors,
     reference_direction,
 )
+from quadselect.influence.factors import (
+    CorrectionSums,
+    CovarianceSums,
+    assemble_factors,
+    correction_sums,
+    covariance_sums,
+    eigendecompose,
+)
+from quadselect.influence.hooks import compute_dtype
 from quadselect.progress import track
 from quadselect.proxy import encode_texts, load_proxy, pad_documents
 from quadselect.resources import map_batches
@@ -68,9 +77,76 @@ def tracked_layers(model: torch.nn.Module, cfg: FactorsConfig) -> dict[str, Any]
     return find_tracked_layers(model, cfg.include, cfg.exclude)
 
 
+# Batches per factors task: the unit that workers fit and the driver reduces, in order. Fixed, so the sums (and so
+# the factors) are the same whichever executor and however many workers ran them.
+BATCHES_PER_TASK = 4
+
+
+def worker_device() -> torch.device:
+    """CUDA inside a Ray worker that was given a GPU (`ray.gpus_per_worker`), else the CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    try:
+        import ray
+    except ImportError:
+        return torch.device("cpu")
+    return torch.device("cuda") if ray.is_initialized() and ray.get_gpu_ids() else torch.device("cpu")
+
+
+class FactorWorker:
+    """A worker holding the proxy: the two passes of EK-FAC fitting over units of `(first batch index, batches)`,
+    returned as sums that the driver reduces."""
+
+    def __init__(self, proxy_dir: str, factors: dict[str, Any], seed: int) -> None:
+        self.cfg = FactorsConfig(**factors)
+        self.model, _ = load_proxy(proxy_dir)
+        self.model.to(worker_device())
+        self.layers = tracked_layers(self.model, self.cfg)
+        self.seed = seed
+
+    def covariances(self, unit: tuple[int, list[dict[str, torch.Tensor]]]) -> CovarianceSums:
+        first, batches = unit
+        sums = covariance_sums(
+            self.model,
+            batches,
+            self.layers,
+            fisher=self.cfg.fisher,
+            seed=self.seed,
+            per_head=self.cfg.per_head,
+            max_length=self.cfg.max_length,
+            first_batch=first,
+        )
+        return CovarianceSums(_cpu(sums.activation), _cpu(sums.gradient), sums.n_tokens)
+
+    def corrections(
+        self,
+        unit: tuple[int, list[dict[str, torch.Tensor]]],
+        bases: dict[str, tuple[torch.Tensor | None, torch.Tensor]],
+    ) -> CorrectionSums:
+        first, batches = unit
+        sums = correction_sums(
+            self.model,
+            batches,
+            self.layers,
+            bases,
+            fisher=self.cfg.fisher,
+            seed=self.seed + 1,
+            max_length=self.cfg.max_length,
+            first_batch=first,
+        )
+        return CorrectionSums(_cpu(sums.squares), sums.n_docs)
+
+
+def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: t.cpu() for name, t in tensors.items()}
+
+
 def run_factors(ctx: StageContext) -> dict[str, Any]:
+    """EK-FAC on a seeded pool sample. Workers fit sums over units of batches; the driver adds them up in unit order,
+    decomposes, sends the eigenbases back for the eigenvalue correction pass, and adds those sums up too."""
     cfg = ctx.config.factors
-    model, tokenizer = load_proxy(ctx.input("proxy") / MODEL_DIR)
+    proxy_dir = ctx.input("proxy") / MODEL_DIR
+    model, tokenizer = load_proxy(proxy_dir)
     layers = tracked_layers(model, cfg)
     memory = estimate_factor_memory(layers, per_head=cfg.per_head, batch_size=cfg.batch_size)
     log.info(
@@ -84,17 +160,26 @@ def run_factors(ctx: StageContext) -> dict[str, Any]:
     rows = np.random.default_rng(ctx.seed).permutation(pool.num_docs)[: cfg.sample_docs]
     texts = read_rows(pool, np.sort(rows), ["text"])["text"].to_pylist()
     batches = list(token_batches(tokenizer, texts, batch_size=cfg.batch_size, max_tokens=cfg.max_length))
-    factors = fit_factors(
-        model,
-        batches,
+    units = [(i, batches[i : i + BATCHES_PER_TASK]) for i in range(0, len(batches), BATCHES_PER_TASK)]
+    worker = functools.partial(FactorWorker, str(proxy_dir), cfg.model_dump(mode="json"), ctx.seed)
+    with ctx.executor.pool(worker) as workers:
+        covariances = _reduce(track(workers.map("covariances", units), "factors: covariances", len(units), "tasks"))
+        bases = eigendecompose(covariances.means(), compute_dtype(model))
+        corrections = _reduce(
+            track(workers.map("corrections", units, bases), "factors: eigenvalue correction", len(units), "tasks")
+        )
+    factors = assemble_factors(
         layers,
+        bases,
+        corrections.means(),
+        n_tokens=covariances.n_tokens,
+        n_docs=corrections.n_docs,
         fisher=cfg.fisher,
         seed=ctx.seed,
         damping=cfg.damping,
         damping_mode=cfg.damping_mode,
         per_head=cfg.per_head,
         max_length=cfg.max_length,
-        progress=lambda items, description: track(items, f"factors: {description}"),
     )
     factors.save(ctx.work_dir / FACTORS_DIR)
     kinds: dict[str, int] = {}
@@ -109,6 +194,16 @@ def run_factors(ctx: StageContext) -> dict[str, Any]:
         "factor_bytes": memory.total,
         "fisher": cfg.fisher,
     }
+
+
+def _reduce(parts: Iterable[Any]) -> Any:
+    """The sum of the parts, left to right (the order fixes the floating-point result)."""
+    total = None
+    for part in parts:
+        total = part if total is None else total + part
+    if total is None:
+        raise ValueError("factors: the pool sample gave no batch to fit on")
+    return total
 
 
 def run_reference(ctx: StageContext) -> dict[str, Any]:
@@ -150,8 +245,11 @@ class PoolScorer:
         method: Literal["hook", "projected"] = "hook",
         batch_size: int = 8,
         seed: int = 0,
+        device: torch.device | None = None,
     ) -> None:
         self.model, self.tokenizer = load_proxy(run_dir / "proxy" / MODEL_DIR)
+        if device is not None:
+            self.model.to(device)
         layers = tracked_layers(self.model, factors_cfg)
         g_hat = load_file(str(run_dir / "reference" / DIRECTION_FILE))
         self.max_length = factors_cfg.max_length
@@ -171,16 +269,31 @@ class PoolScorer:
         def score(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
             batch = pad_documents(ids[start:stop], pad_id=pad_id, max_len=self.max_tokens)
             result = self.scorer.score(batch.input_ids, batch.attention_mask)
-            return result.scores.double().numpy(), result.losses.double().numpy()
+            return result.scores.double().cpu().numpy(), result.losses.double().cpu().numpy()
 
         parts, self.batch_size = map_batches(len(ids), self.batch_size, score, what="scoring")
         if not parts:
             return np.zeros(0), np.zeros(0)
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
-    def score_rows(self, shards: ShardSet, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        texts = read_rows(shards, rows, ["text"])["text"].to_pylist()
-        return self.score_texts(texts)
+
+class ScoringWorker:
+    """A worker holding the proxy and ĝ_R: cosine influence of batches of texts (the Quad loop's and top-k's)."""
+
+    def __init__(
+        self, run_dir: str, factors: dict[str, Any], method: Literal["hook", "projected"], batch_size: int, seed: int
+    ) -> None:
+        self.scorer = PoolScorer(
+            Path(run_dir),
+            FactorsConfig(**factors),
+            method=method,
+            batch_size=batch_size,
+            seed=seed,
+            device=worker_device(),
+        )
+
+    def score(self, texts: list[str]) -> np.ndarray:
+        return self.scorer.score_texts(texts)[0]
 
 
 def score_file(

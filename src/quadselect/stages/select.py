@@ -10,9 +10,11 @@ with the same seed makes.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -25,8 +27,9 @@ from quadselect.audit import config_sha256, package_versions, prepared_fingerpri
 from quadselect.cluster import load_neighbour_graph
 from quadselect.config import RunConfig, SelectConfig
 from quadselect.data.shards import ShardSet, read_rows
+from quadselect.engine import WorkerPool
 from quadselect.errors import ConfigError
-from quadselect.progress import progress_bar
+from quadselect.progress import ProgressBar, progress_bar
 from quadselect.proxy import DocBatch, load_proxy, pad_documents, row_nll
 from quadselect.resources import map_batches
 from quadselect.run import ARGS_FILE, StageContext, stage_status
@@ -41,8 +44,9 @@ from quadselect.select import (
     random_selection,
     topk_selection,
 )
+from quadselect.select.decontaminate import shard_contamination
 from quadselect.stages.cluster import ASSIGNMENTS_DIR, GRAPH_FILE
-from quadselect.stages.influence import PoolScorer, encode_documents
+from quadselect.stages.influence import BATCHES_PER_TASK, ScoringWorker, encode_documents, worker_device
 from quadselect.stages.proxy import MODEL_DIR
 
 log = logging.getLogger(__name__)
@@ -218,33 +222,36 @@ def _run_quad(
     after every round; the scorer only sees the documents Quad asks for. Returns positions into `eligible`; fills
     `scores` and `rounds` by pool row."""
     cfg = ctx.config.select
-    scorer = PoolScorer(
-        ctx.run_dir, ctx.config.factors, method=cfg.scorer, batch_size=cfg.score_batch_size, seed=selection_seed(ctx)
-    )
     graph = load_neighbour_graph(ctx.input("cluster") / GRAPH_FILE) if cfg.neighbours else None
     gamma = float(cluster_summary["gamma"]) if cfg.neighbours else "auto"
-    selector = QuadSelector(
-        cluster_ids,
-        n_tokens,
-        budget,
-        lambda positions: scorer.score_rows(pool, eligible[positions])[0],
-        _quad_params(cfg, gamma),
-        seed=selection_seed(ctx),
-        neighbours=graph,
-        n_clusters=int(cluster_summary["k"]),
-    )
-    state_path = ctx.work_dir / QUAD_STATE
-    if state_path.is_file():
-        selector.load_state_dict(read_json(state_path))
-        log.info("select: resumed Quad at round %d", selector.round)
-    # Counted in tokens toward the budget, so the ETA means something (the number of rounds is not known ahead).
-    with progress_bar("select: Quad", total=budget, unit="tokens") as bar:
-        done = selector.result().selected_tokens
-        bar.update(done)
-        while (record := selector.step()) is not None:
-            write_json(state_path, selector.state_dict())
-            bar.update(min(record["tokens"], budget) - done)
-            done = min(record["tokens"], budget)
+    with ctx.executor.pool(_scoring_worker(ctx)) as workers:
+
+        def score(positions: np.ndarray) -> np.ndarray:
+            texts = read_rows(pool, eligible[positions], ["text"])["text"].to_pylist()
+            return _concat(workers.map("score", _batches(texts, cfg.score_batch_size)))
+
+        selector = QuadSelector(
+            cluster_ids,
+            n_tokens,
+            budget,
+            score,
+            _quad_params(cfg, gamma),
+            seed=selection_seed(ctx),
+            neighbours=graph,
+            n_clusters=int(cluster_summary["k"]),
+        )
+        state_path = ctx.work_dir / QUAD_STATE
+        if state_path.is_file():
+            selector.load_state_dict(read_json(state_path))
+            log.info("select: resumed Quad at round %d", selector.round)
+        # Counted in tokens toward the budget, so the ETA means something (the number of rounds is not known ahead).
+        with progress_bar("select: Quad", total=budget, unit="tokens") as bar:
+            done = selector.result().selected_tokens
+            bar.update(done)
+            while (record := selector.step()) is not None:
+                write_json(state_path, selector.state_dict())
+                bar.update(min(record["tokens"], budget) - done)
+                done = min(record["tokens"], budget)
     result = selector.result()
     scores[eligible[result.scored]] = result.scores
     scores[eligible[result.pilot]] = result.pilot_scores  # pilot documents are never selected: manifest unchanged
@@ -271,58 +278,110 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _per_shard(ctx: StageContext, pool: ShardSet, name: str, compute: Any) -> np.ndarray:
-    """Run `compute(rows)` shard by shard, keeping each finished shard's values so a killed run resumes."""
+def _scoring_worker(ctx: StageContext) -> Callable[[], ScoringWorker]:
+    cfg = ctx.config.select
+    return functools.partial(
+        ScoringWorker,
+        str(ctx.run_dir),
+        ctx.config.factors.model_dump(mode="json"),
+        cfg.scorer,
+        cfg.score_batch_size,
+        selection_seed(ctx),
+    )
+
+
+def _batches(texts: list[str], size: int) -> list[list[str]]:
+    return [texts[start : start + size] for start in range(0, len(texts), size)]
+
+
+def _concat(parts: Iterable[np.ndarray]) -> np.ndarray:
+    arrays = list(parts)
+    return np.concatenate(arrays) if arrays else np.zeros(0)
+
+
+def _per_shard(
+    ctx: StageContext, pool: ShardSet, name: str, compute: Callable[[list[int]], Iterator[np.ndarray]]
+) -> np.ndarray:
+    """One value per pool document. `compute(shards)` yields the values of each listed (unfinished) shard in turn;
+    each shard's values are saved as it completes, so a killed run resumes at the first unfinished shard."""
     out_dir = ctx.work_dir / name
     out_dir.mkdir(exist_ok=True)
-    values = []
-    offset = 0
-    with progress_bar(f"select: {name}", total=pool.num_docs, unit="docs") as bar:
-        for shard in pool.index["shards"]:
-            rows = np.arange(offset, offset + int(shard["docs"]))
-            path = out_dir / (shard["file"].removesuffix(".parquet") + ".npy")
-            if not path.is_file():
-                with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-                    np.save(fh, compute(rows), allow_pickle=False)
-            values.append(np.load(path, allow_pickle=False))
-            offset += rows.size
-            bar.update(rows.size)
-    return np.concatenate(values)
+    shards = pool.index["shards"]
+    paths = [out_dir / (shard["file"].removesuffix(".parquet") + ".npy") for shard in shards]
+    todo = [i for i, path in enumerate(paths) if not path.is_file()]
+    for i, values in zip(todo, compute(todo), strict=True):
+        if values.shape != (int(shards[i]["docs"]),):
+            raise RuntimeError(f"select: {name}: {values.shape} values for {shards[i]['docs']} documents")
+        with atomic_path(paths[i]) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, values, allow_pickle=False)
+    return np.concatenate([np.load(path, allow_pickle=False) for path in paths])
+
+
+def _through_workers(
+    pool: ShardSet, shards: list[int], workers: WorkerPool, method: str, block_docs: int, bar: ProgressBar
+) -> Iterator[np.ndarray]:
+    """Each listed shard's texts, read once on the driver, sent to the workers' `method` in blocks of `block_docs`,
+    and put back together per shard."""
+    entries = pool.index["shards"]
+    bar.update(pool.num_docs - sum(int(entries[i]["docs"]) for i in shards))  # finished before a resume
+
+    def blocks() -> Iterator[list[str]]:
+        for i in shards:
+            texts = pq.read_table(pool.directory / entries[i]["file"], columns=["text"])["text"].to_pylist()
+            yield from _batches(texts, block_docs)
+
+    results = workers.map(method, blocks())
+    for i in shards:
+        parts, got = [], 0
+        while got < int(entries[i]["docs"]):
+            part = next(results)
+            parts.append(part)
+            got += part.size
+            bar.update(part.size)
+        yield _concat(parts)
+
+
+def _whole_pool(ctx: StageContext, pool: ShardSet, name: str, worker: Callable[[], Any], method: str) -> np.ndarray:
+    block_docs = ctx.config.select.score_batch_size * BATCHES_PER_TASK
+    with ctx.executor.pool(worker) as workers, progress_bar(f"select: {name}", total=pool.num_docs, unit="docs") as bar:
+        return _per_shard(ctx, pool, name, lambda todo: _through_workers(pool, todo, workers, method, block_docs, bar))
 
 
 def _score_pool(ctx: StageContext, pool: ShardSet, cfg: SelectConfig) -> np.ndarray:
     """Influence of every pool document: the cost top-k pays and Quad avoids."""
-    scorer = PoolScorer(
-        ctx.run_dir, ctx.config.factors, method=cfg.scorer, batch_size=cfg.score_batch_size, seed=selection_seed(ctx)
-    )
-    return _per_shard(ctx, pool, "pool_scores", lambda rows: scorer.score_rows(pool, rows)[0])
+    return _whole_pool(ctx, pool, "pool_scores", _scoring_worker(ctx), "score")
+
+
+class LossWorker:
+    """A worker holding the proxy: each text's mean next-token loss (forward passes only), for the perplexity
+    baseline. A batch that runs out of memory is retried in halves, and the smaller size kept."""
+
+    def __init__(self, proxy_dir: str, max_tokens: int, batch_size: int) -> None:
+        self.model, self.tokenizer = load_proxy(proxy_dir)
+        self.model.to(worker_device())
+        self.max_tokens = max_tokens
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def losses(self, texts: list[str]) -> np.ndarray:
+        docs, pad_id = encode_documents(self.tokenizer, texts, max_tokens=self.max_tokens)
+
+        def batch_losses(start: int, stop: int) -> np.ndarray:
+            batch = pad_documents(docs[start:stop], pad_id=pad_id, max_len=self.max_tokens)
+            ids, mask = batch.input_ids, batch.attention_mask
+            nll, count = row_nll(self.model, DocBatch(ids, mask, torch.arange(ids.shape[0])))
+            return (nll / count.clamp(min=1)).double().numpy()
+
+        out, self.batch_size = map_batches(len(docs), self.batch_size, batch_losses, what="select: perplexity")
+        return _concat(out)
 
 
 def _pool_losses(ctx: StageContext, pool: ShardSet, cfg: SelectConfig) -> np.ndarray:
-    """Mean next-token loss of every pool document under the proxy (forward passes only)."""
-    model, tokenizer = load_proxy(ctx.run_dir / "proxy" / MODEL_DIR)
-    max_tokens = ctx.config.factors.max_length
-    context = ctx.config.factors.max_length
-
-    batch_size = cfg.score_batch_size
-
-    @torch.no_grad()
-    def losses(rows: np.ndarray) -> np.ndarray:
-        nonlocal batch_size
-        texts = read_rows(pool, rows, ["text"])["text"].to_pylist()
-        docs, pad_id = encode_documents(tokenizer, texts, max_tokens=max_tokens)
-
-        def batch_losses(start: int, stop: int) -> np.ndarray:
-            batch = pad_documents(docs[start:stop], pad_id=pad_id, max_len=max_tokens)
-            ids, mask = batch.input_ids[:, :context], batch.attention_mask[:, :context]
-            nll, count = row_nll(model, DocBatch(ids, mask, torch.arange(ids.shape[0])))
-            return (nll / count.clamp(min=1)).double().numpy()
-
-        # A batch that runs out of memory is retried in halves; the smaller size is kept for later shards.
-        out, batch_size = map_batches(len(docs), batch_size, batch_losses, what="select: perplexity")
-        return np.concatenate(out) if out else np.zeros(0)
-
-    return _per_shard(ctx, pool, "pool_losses", losses)
+    """Mean next-token loss of every pool document under the proxy."""
+    worker = functools.partial(
+        LossWorker, str(ctx.run_dir / "proxy" / MODEL_DIR), ctx.config.factors.max_length, cfg.score_batch_size
+    )
+    return _whole_pool(ctx, pool, "pool_losses", worker, "losses")
 
 
 def _reference_and_eval_texts(ctx: StageContext) -> list[str]:
@@ -339,12 +398,16 @@ def _contaminated_pool_rows(ctx: StageContext, pool: ShardSet, cfg: SelectConfig
     before selection, so that dropping them never leaves a method short of its budget."""
     index = NgramIndex(cfg.decontaminate_ngram)
     index.add(_reference_and_eval_texts(ctx))
+    len(index)  # compacts the index before it is sent to workers
+    files = [str(path) for path in pool.files]
 
-    def flags(rows: np.ndarray) -> np.ndarray:
-        texts = read_rows(pool, rows, ["text"])["text"].to_pylist()
-        return np.asarray([index.count_matches(t) > 0 for t in texts], dtype=np.float64)
+    def screen(todo: list[int]) -> Iterator[np.ndarray]:
+        with progress_bar("select: contamination", total=len(todo), unit="shards") as bar:
+            for flags in ctx.executor.map(shard_contamination, [files[i] for i in todo], shared=(index,)):
+                bar.update(1)
+                yield flags
 
-    excluded = np.flatnonzero(_per_shard(ctx, pool, "contamination", flags) > 0)
+    excluded = np.flatnonzero(_per_shard(ctx, pool, "contamination", screen) > 0)
     if excluded.size:
         log.warning("select: %d pool documents overlap reference/eval text; dropped before selection", excluded.size)
     return excluded
