@@ -175,7 +175,9 @@ class ProxyConfig(_Strict):
     train_tokens: int = Field(1_000_000, gt=0, description="Built proxy: pretraining tokens (a seeded pool sample).")
     batch_size: int = Field(16, gt=0, description="Built proxy: sequences per training step.")
     lr: float = Field(3e-3, gt=0, description="Built proxy: peak learning rate (cosine schedule, 5% warmup).")
-    bf16: bool = Field(True, description="Built proxy: train under bf16 autocast (≈1.5× faster on CPU).")
+    bf16: bool = Field(
+        True, description="Built proxy: bf16 autocast (≈1.5× faster on AVX-512 CPUs; float32 where bf16 is emulated)."
+    )
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ProxyConfig:
@@ -323,7 +325,9 @@ class TrainConfig(_Strict):
     warmup_frac: float = Field(0.05, ge=0, lt=1, description="Fraction of the steps spent in linear warmup.")
     weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay on matrices (not on norms).")
     grad_clip: float = Field(1.0, ge=0, description="Gradient-norm clipping threshold (0: off).")
-    bf16: bool = Field(True, description="Train under bf16 autocast (≈1.5× faster on CPU).")
+    bf16: bool = Field(
+        True, description="Train under bf16 autocast (≈1.5× faster on AVX-512 CPUs; float32 where bf16 is emulated)."
+    )
     checkpoint_every: int = Field(100, gt=0, description="Steps between checkpoints (a killed run resumes from one).")
     seed: int | None = Field(
         None, ge=0, description="Seed of the model's initialization and data order. Null: derived from the run seed."

@@ -22,7 +22,7 @@ from quadselect.proxy import (
     special_token_ids,
     train_causal_lm,
 )
-from quadselect.proxy.train import TrainResult, _BlockSource
+from quadselect.proxy.train import TrainResult, _BlockSource, bf16_is_fast
 from tests.proxy.corpus import synthetic_texts
 
 SEQ_LEN = 32
@@ -78,6 +78,27 @@ def test_fifty_steps_lower_the_held_out_loss(
     assert result.tokens_seen == 50 * 8 * SEQ_LEN
     assert result.lr_curve[0] < result.lr_curve[3]  # warmup, then cosine decay
     assert result.lr_curve[-1] < 0.05 * max(result.lr_curve)
+
+
+def test_bf16_falls_back_to_float32_where_it_would_be_emulated(
+    tokenizer: PreTrainedTokenizerFast,
+    blocks: np.ndarray,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """On a CPU without AVX-512, bf16 autocast is emulated (13x slower than float32 on an AVX2-only EPYC): asked for
+    bf16 there, training runs in float32, says so, and records the precision it really used."""
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    bf16_is_fast.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING):
+            emulated = _train(_model(tokenizer), blocks, steps=2, bf16_autocast=True)
+            plain = _train(_model(tokenizer), blocks, steps=2, bf16_autocast=False)
+    finally:
+        bf16_is_fast.cache_clear()
+    assert emulated.args["bf16_autocast"] is False
+    assert emulated.loss_curve == plain.loss_curve  # float32 to the bit
+    assert "CPU has no fast bfloat16 support" in caplog.text
 
 
 def test_resume_reproduces_the_uninterrupted_loss_curve_exactly(
