@@ -48,6 +48,7 @@ from quadselect.evaluate.compare import (
     SCHEMA,
     aggregate,
     checks_markdown,
+    composition_table,
     domain_table,
     markdown_table,
     plot_tradeoff,
@@ -287,6 +288,7 @@ def run_plan(base: RunConfig, args: argparse.Namespace, plan: list[tuple[Variant
                 "seed": seed,
                 "docs_selected": selection["docs_selected"],
                 "tokens_selected": selection["tokens_selected"],
+                "tokens_by_source": selection["tokens_by_source"],
                 "run_dir": str(run_dir),
                 "stage_wall_s": walls,
             }
@@ -393,6 +395,10 @@ def write_outputs(
             "Held-out loss per pool domain (mean over seeds):",
             "",
             domain_table(entries),
+            "",
+            "What each method selected: share of the selected tokens per source (mean over seeds), beside the pool's:",
+            "",
+            composition_table(entries, {src: int(v["tokens"]) for src, v in pool["sources"].items()}),
             "",
             f"![reference loss vs general loss]({plot.name})",
         ]

@@ -9,6 +9,7 @@ import pytest
 from quadselect.evaluate.compare import (
     aggregate,
     checks_markdown,
+    composition_table,
     markdown_table,
     pareto_front,
     thesis_checks,
@@ -115,3 +116,19 @@ def test_a_two_sigma_check_needs_a_spread_on_both_sides() -> None:
     [check, _] = thesis_checks(one_seed)
     assert check["passed"] is None and "σ unknown" in check["detail"]
     assert "N/A: Quad's reference loss beats random's" in checks_markdown([check])
+
+
+def test_composition_is_the_mean_share_of_tokens_per_source_beside_the_pool() -> None:
+    runs = [
+        {**_run("quad", 0, 4.0, 6.0, 900), "tokens_by_source": {"verse": 75, "code": 25}},
+        {**_run("quad", 1, 4.2, 6.2, 900), "tokens_by_source": {"verse": 50, "code": 50}},
+        {**_run("random", 0, 5.0, 6.5, 0), "tokens_by_source": {"code": 30, "sql": 10}},
+    ]
+    entries = aggregate(runs)
+    assert entries[0]["composition"] == {"code": pytest.approx(0.375), "verse": pytest.approx(0.625)}
+    table = composition_table(entries, {"verse": 10, "code": 60, "sql": 30})
+    lines = table.splitlines()
+    assert lines[0] == "| source | pool | `quad` | `random` |"
+    assert "| code | 60.0% | 37.5% | 75.0% |" in lines
+    assert "| sql | 30.0% | 0.0% | 25.0% |" in lines
+    assert "| verse | 10.0% | 62.5% | 0.0% |" in lines

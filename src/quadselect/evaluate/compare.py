@@ -65,6 +65,7 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "select_wall_s_std": wall["std"],
                 "docs_selected": _stats([r.get("docs_selected") for r in group])["mean"],
                 "tokens_selected": _stats([r.get("tokens_selected") for r in group])["mean"],
+                "composition": _composition(group),
                 "train_tokens": group[0].get("train_tokens"),
             }
         )
@@ -72,6 +73,29 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for entry in entries:  # ablations are variants of Quad, not competing methods: left off the front
         entry["pareto"] = None if entry["ablation"] else entry["method"] in front
     return entries
+
+
+def _composition(group: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Mean over runs of each source's share of the selected tokens (runs record `tokens_by_source`)."""
+    shares: dict[str, list[float]] = {}
+    runs = [r["tokens_by_source"] for r in group if r.get("tokens_by_source")]
+    for tokens in runs:
+        total = sum(tokens.values()) or 1
+        for source, n in tokens.items():
+            shares.setdefault(source, []).append(n / total)
+    return {source: sum(v) / len(runs) for source, v in sorted(shares.items())}
+
+
+def composition_table(entries: Sequence[dict[str, Any]], pool_tokens_by_source: dict[str, int]) -> str:
+    """Share of the selected tokens per source (mean over seeds), methods as columns, beside the pool's own share."""
+    total = sum(pool_tokens_by_source.values()) or 1
+    sources = sorted(set(pool_tokens_by_source) | {s for e in entries for s in e.get("composition", {})})
+    lines = ["| source | pool | " + " | ".join(f"`{e['method']}`" for e in entries) + " |"]
+    lines.append("| --- | ---: |" + " ---: |" * len(entries))
+    for source in sources:
+        row = [f"{e.get('composition', {}).get(source, 0.0):.1%}" for e in entries]
+        lines.append(f"| {source} | {pool_tokens_by_source.get(source, 0) / total:.1%} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
 
 
 def _mean(entry: dict[str, Any], metric: str) -> float | None:
