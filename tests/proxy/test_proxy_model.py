@@ -14,6 +14,7 @@ from quadselect.proxy import (
     build_llama,
     load_causal_lm,
     load_proxy,
+    load_proxy_skeleton,
     load_tokenizer_for,
     save_proxy,
     special_token_ids,
@@ -65,6 +66,21 @@ def test_save_load_roundtrip_gives_identical_logits(tokenizer: PreTrainedTokeniz
     assert loaded_tok.pad_token_id == tokenizer.pad_token_id
 
 
+def test_skeleton_has_the_proxys_layers_and_tokenizer_but_no_weights(
+    tokenizer: PreTrainedTokenizerFast, tmp_path: Path
+) -> None:
+    """What the factors stage's driver loads while its workers hold the real model: no second copy in memory."""
+    from quadselect.influence import find_tracked_layers
+
+    out = save_proxy(_tiny(tokenizer), tokenizer, tmp_path / "proxy")
+    real, _ = load_proxy(out)
+    skeleton, skeleton_tok = load_proxy_skeleton(out)
+    assert all(p.is_meta for p in skeleton.parameters())
+    shapes = {name: (s.kind, s.d_in, s.d_out, s.head_dim) for name, s in find_tracked_layers(real).items()}
+    assert {name: (s.kind, s.d_in, s.d_out, s.head_dim) for name, s in find_tracked_layers(skeleton).items()} == shapes
+    assert skeleton_tok("a dog.")["input_ids"] == tokenizer("a dog.")["input_ids"]
+
+
 def test_save_replaces_an_existing_proxy_and_leaves_no_temporaries(
     tokenizer: PreTrainedTokenizerFast, tmp_path: Path
 ) -> None:
@@ -103,6 +119,8 @@ def test_remote_code_is_refused_unless_trusted(tokenizer: PreTrainedTokenizerFas
         load_causal_lm(directory)
     with pytest.raises(ConfigError, match="trust_remote_code"):
         load_proxy(directory)
+    with pytest.raises(ConfigError, match="trust_remote_code"):
+        load_proxy_skeleton(directory)
     assert not sentinel.exists()
 
     model = load_causal_lm(directory, trust_remote_code=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
     LlamaConfig,
@@ -147,6 +148,19 @@ def load_proxy(
     model = load_causal_lm(directory, dtype=dtype, offline=True)
     tokenizer = load_tokenizer_for(directory, offline=True)
     return model, tokenizer
+
+
+def load_proxy_skeleton(directory: str | os.PathLike[str]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A saved proxy's modules without their weights (on the meta device), and its tokenizer: enough for a driver to
+    plan tracked layers and memory while workers hold the real model, without a second copy in memory."""
+    directory = Path(directory)
+    if not (directory / "config.json").is_file():
+        raise ConfigError(f"no saved proxy in {directory}: expected config.json written by save_proxy")
+    _refuse_remote_code(directory, trust_remote_code=False)
+    config = AutoConfig.from_pretrained(str(directory), local_files_only=True)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return model.eval(), load_tokenizer_for(directory, offline=True)
 
 
 def _resolve_source(name_or_path: str | os.PathLike[str]) -> str:

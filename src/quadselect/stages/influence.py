@@ -38,7 +38,7 @@ from quadselect.influence.factors import (
 )
 from quadselect.influence.hooks import compute_dtype
 from quadselect.progress import track
-from quadselect.proxy import encode_texts, load_proxy, pad_documents
+from quadselect.proxy import encode_texts, load_proxy, load_proxy_skeleton, pad_documents
 from quadselect.resources import map_batches
 from quadselect.run import StageContext
 from quadselect.stages.proxy import MODEL_DIR
@@ -146,7 +146,7 @@ def run_factors(ctx: StageContext) -> dict[str, Any]:
     decomposes, sends the eigenbases back for the eigenvalue correction pass, and adds those sums up too."""
     cfg = ctx.config.factors
     proxy_dir = ctx.input("proxy") / MODEL_DIR
-    model, tokenizer = load_proxy(proxy_dir)
+    model, tokenizer = load_proxy_skeleton(proxy_dir)  # the workers hold the weights
     layers = tracked_layers(model, cfg)
     memory = estimate_factor_memory(layers, per_head=cfg.per_head, batch_size=cfg.batch_size)
     log.info(
