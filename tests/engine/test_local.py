@@ -111,3 +111,22 @@ def test_engine_option_overrides_the_config_and_is_validated(small_inputs: Path)
     result = CliRunner().invoke(app, ["prepare", str(config), "--engine", "slurm"])
     assert result.exit_code == 2
     assert "engine" in result.output and "'local' or 'ray'" in result.output
+
+
+def test_workers_that_cannot_be_placed_are_refused_on_a_ray_started_here(caplog: pytest.LogCaptureFixture) -> None:
+    """Unplaceable workers would wait forever. Only the decision is tested here (the cluster's resources are what
+    `ray.cluster_resources()` reports); tests/engine/test_ray.py runs the real thing."""
+    from types import SimpleNamespace
+
+    from quadselect.config import RayConfig
+    from quadselect.errors import ConfigError
+
+    two_cpus = SimpleNamespace(cluster_resources=lambda: {"CPU": 2.0})
+    executor = RayExecutor(RayConfig(workers=3, cpus_per_worker=1))
+    executor._check_fits(two_cpus, 2)  # fits
+    executor._started = True  # a Ray this executor started: fixed resources
+    with pytest.raises(ConfigError, match=r"3 workers × \(1 CPU, 0 GPU\) need 3 CPUs, the cluster has 2"):
+        executor._check_fits(two_cpus, 3)
+    gpu = RayExecutor(RayConfig(workers=1, gpus_per_worker=1))
+    gpu._check_fits(two_cpus, 1)  # joined a running cluster: an autoscaler may add a GPU node, so only a warning
+    assert "1 GPUs, the cluster has 0" in caplog.text

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from quadselect.config import RayConfig
 from quadselect.engine.base import Executor, WorkerFactory, WorkerPool
-from quadselect.errors import QuadselectError
+from quadselect.errors import ConfigError, QuadselectError
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ class RayExecutor(Executor):
     def stream(self, factory: WorkerFactory, items: Sequence[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         if not items:
             return
-        self.connect()
+        self._check_fits(self.connect(), min(self.cfg.workers, len(items)))
         import ray.data as ray_data
 
         context = ray_data.DataContext.get_current()
@@ -246,7 +246,29 @@ class RayExecutor(Executor):
             raise QuadselectError(f"engine: the Ray Data pipeline returned {next_index} of {len(rows)} items")
 
     def open_pool(self, factory: WorkerFactory) -> WorkerPool:
-        return RayWorkerPool(self.connect(), factory, self)
+        ray = self.connect()
+        self._check_fits(ray, self.cfg.workers)
+        return RayWorkerPool(ray, factory, self)
+
+    def _check_fits(self, ray: Any, workers: int) -> None:
+        """Workers the cluster cannot place would wait forever, and so would the run: on a Ray started here (fixed
+        resources) that is an error; on a running cluster, which an autoscaler may grow, a warning."""
+        resources = ray.cluster_resources()
+        wanted = {"CPU": workers * self.cfg.cpus_per_worker, "GPU": workers * self.cfg.gpus_per_worker}
+        short = [
+            f"{wanted[k]:g} {k}s, the cluster has {resources.get(k, 0):g}"
+            for k in wanted
+            if wanted[k] > resources.get(k, 0)
+        ]
+        if not short:
+            return
+        message = (
+            f"ray: {workers} workers × ({self.cfg.cpus_per_worker:g} CPU, {self.cfg.gpus_per_worker:g} GPU) need "
+            f"{'; '.join(short)}. Lower ray.workers, ray.cpus_per_worker or ray.gpus_per_worker"
+        )
+        if self._started:
+            raise ConfigError(message + " (this Ray was started here, so its resources are fixed).")
+        log.warning("%s, unless an autoscaler adds nodes: until then the run waits.", message)
 
     def close(self) -> None:
         if self._started:
