@@ -197,10 +197,10 @@ class _Reservoir:
         return self.items
 
 
-def _tokenizer_step(cfg: RunConfig, raw_dir: Path, out_dir: Path) -> Any:
+def _tokenizer_step(cfg: RunConfig, raw_dir: Path, out_dir: Path) -> None:
     """Step 2: the tokenizer saved inside the stage, so later stages, workers and users load it from there."""
     if (out_dir / "tokenizer.json").is_file() or (out_dir / "tokenizer_config.json").is_file():
-        return load_tokenizer(out_dir)
+        return
     if cfg.tokenizer.path is not None:
         tokenizer = load_tokenizer(cfg.tokenizer.path)
         log.info("prepare: loaded tokenizer %s", cfg.tokenizer.path)
@@ -215,7 +215,6 @@ def _tokenizer_step(cfg: RunConfig, raw_dir: Path, out_dir: Path) -> Any:
         shutil.rmtree(tmp)
     tokenizer.save_pretrained(str(tmp))
     tmp.rename(out_dir)
-    return tokenizer
 
 
 class ShardTokenCounter:
@@ -260,7 +259,7 @@ def _count_tokens_step(ctx: StageContext, raw_dir: Path, roles: list[str]) -> No
             if dest.is_file():
                 done += int(entry["docs"])
             else:
-                items.append({"raw": str(raw_dir / role / entry["file"]), "dest": str(dest), "docs": entry["docs"]})
+                items.append({"raw": str(raw_dir / role / entry["file"]), "dest": str(dest)})
     with progress_bar("prepare: counting tokens", total=total, unit="docs") as bar:
         bar.update(done)
         in_process = ctx.executor.in_process
