@@ -1,5 +1,5 @@
-"""Embedding and clustering figures (DESIGN.md §5): throughput, k-means time, peak memory of streaming assignment, and
-how well clusters recover the demo pool's source labels. Prints Markdown tables.
+"""Embedding and clustering figures (recorded in benchmarks/RESULTS.md): throughput, k-means time, peak memory of
+streaming assignment, and how well clusters recover the demo pool's source labels. Prints Markdown tables.
 
 Run by hand (about 5 minutes on 2 cores):  .venv/bin/python benchmarks/bench_embed_cluster.py
 

@@ -5,7 +5,7 @@ Run by hand:  .venv/bin/python benchmarks/bench_influence.py [--batch-size 16 --
 Measures, on one batch of full-length random documents (fp32, CPU unless CUDA is present):
 a plain training step (forward + backward with weight gradients, no optimizer), the hook scorer
 (auto / ghost / explicit per-layer paths) and the projected scorer, as docs/s, tokens/s and the
-ratio to the training step (DESIGN.md §5 target: ≤ 1.5×); then EK-FAC factor fitting time and
+ratio to the training step (target: ≤ 1.5×, docs/method.md "Scoring cost"); then EK-FAC factor fitting time and
 peak memory (process RSS growth on CPU, allocator peak on CUDA) against
 ``estimate_factor_memory``. Prints a Markdown table. Timings are medians of ``--repeats`` runs.
 

@@ -1,5 +1,5 @@
 """The `cluster` stage's core: spherical k-means over document embeddings, streaming assignment, the sparse centroid
-neighbour graph the bandit shares credit along (DESIGN.md §2, "Diversity"), and tools to inspect and score clusters.
+neighbour graph the bandit shares credit along (docs/method.md, "Diversity"), and tools to inspect and score clusters.
 
 Distances are **cosine distances**, d(u, v) = 1 − cos(u, v), in [0, 2]: embeddings and centroids are unit vectors, so
 d = 1 − ⟨u, v⟩ and the bandit's radius γ is on this scale (the paper's γ = 0.2 means cos > 0.8).

@@ -38,6 +38,7 @@ from quadselect.atomic import TMP_PREFIX, read_json, write_json, write_text
 from quadselect.config import RunConfig, resolved_yaml
 from quadselect.engine import Executor, LocalExecutor, make_executor
 from quadselect.errors import DiskFullError, RunDirError
+from quadselect.layout import RunLayout
 from quadselect.resources import is_disk_full
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,11 @@ class StageContext:
     @property
     def run_dir(self) -> Path:
         return self.config.run_dir
+
+    @property
+    def layout(self) -> RunLayout:
+        """The paths of the run's finished stages (this stage's own files go to `work_dir`)."""
+        return RunLayout(self.config.run_dir)
 
     def input(self, stage: str) -> Path:
         """The completed directory of an upstream stage this stage declared in `requires`."""

@@ -4,7 +4,7 @@ Both sides use the empirical Fisher (kronfluence samples labels from its own RNG
 cannot share), the same per-document mean loss, the same token set for A (tokens with a target),
 and damping 0.1 × mean(Λ*) per layer. On equal-length documents the scores agree to float64
 precision (measured 5e-15 relative). On ragged documents the one designed difference remains:
-our S undoes the mean loss's 1/T (DESIGN.md §7), kronfluence's does not. Measured Spearman
+our S undoes the mean loss's 1/T (docs/method.md, "Traps"), kronfluence's does not. Measured Spearman
 there: 0.992 (relative difference 0.11).
 """
 

@@ -1,4 +1,4 @@
-"""The cluster bandit's arithmetic against hand-computed values (DESIGN.md §2)."""
+"""The cluster bandit's arithmetic against hand-computed values (docs/method.md)."""
 
 from __future__ import annotations
 

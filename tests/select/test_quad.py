@@ -1,4 +1,4 @@
-"""The Quad loop: budget, determinism, exact resume, calibration, and that the bandit learns (DESIGN.md §2, §7)."""
+"""The Quad loop: budget, determinism, exact resume, calibration, and that the bandit learns (docs/method.md)."""
 
 from __future__ import annotations
 

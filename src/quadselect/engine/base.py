@@ -1,6 +1,6 @@
 """What an executor offers the stages: three ways to run work, each with the same meaning on every executor.
 
-Stage code says *what* runs over shards and batches; an executor says *where* (DESIGN.md §4). The three shapes:
+Stage code says *what* runs over shards and batches; an executor says *where* (docs/scaling.md). The three shapes:
 
 * `map(fn, items, shared)` — a stateless function over items (one shard each): assigning a shard's documents to
   clusters, writing an export shard. Results come back in item order.

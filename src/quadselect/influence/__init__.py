@@ -1,4 +1,4 @@
-"""EK-FAC influence of documents on a reference set (DESIGN.md §2).
+"""EK-FAC influence of documents on a reference set (docs/method.md).
 
 Typical use::
 

@@ -1,6 +1,6 @@
 """EK-FAC algebra: the fitted factors, their storage, and the inverse-Hessian-vector product.
 
-Per tracked layer (DESIGN.md §2): eigenvectors Q_A of A = E[a aᵀ] and Q_S of S = E[g gᵀ], and the
+Per tracked layer (docs/method.md): eigenvectors Q_A of A = E[a aᵀ] and Q_S of S = E[g gᵀ], and the
 eigenvalue correction Λ*[i, j] = E[(Q_Sᵀ ∇W Q_A)[i, j]²] over per-document gradients. Then
 
     iHVP(V) = Q_S [ (Q_Sᵀ V Q_A) ⊘ (Λ* + λ) ] Q_Aᵀ,
@@ -83,7 +83,7 @@ class EkfacFactors:
     """Fitted EK-FAC factors for every tracked layer, plus the damping used to invert them.
 
     Damping defaults to 0.1 × mean(Λ*) per layer ("relative"): Λ* is so heavy-tailed that an
-    absolute λ means nothing across layers or models, and DESIGN.md §7 measured rankings barely
+    absolute λ means nothing across layers or models, and docs/method.md ("Calibration") records rankings barely
     moving between 0.01× and 1×. ``metadata`` holds the fitting arguments and counts.
     """
 
@@ -136,7 +136,7 @@ class EkfacFactors:
 
 
 def ihvp(factors: EkfacFactors, grads: dict[str, Tensor]) -> dict[str, Tensor]:
-    """(G + λI)⁻¹ V per layer: Q_S[(Q_Sᵀ V Q_A) ⊘ (Λ* + λ)]Q_Aᵀ (DESIGN.md §2).
+    """(G + λI)⁻¹ V per layer: Q_S[(Q_Sᵀ V Q_A) ⊘ (Λ* + λ)]Q_Aᵀ (docs/method.md).
 
     ``grads`` maps layer names to (..., d_out, d_in) tensors (leading batch dimensions allowed);
     layers without factors are an error, since silently skipping them would change the metric.

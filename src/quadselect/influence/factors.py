@@ -6,7 +6,7 @@ A = E[a aᵀ] and S = E[g gᵀ] over tokens, :func:`eigendecompose` diagonalizes
 :func:`fit_factors` runs all three. Fit on a sample of the *pool* (the training distribution).
 
 Fisher: by default targets are **sampled** from the model's own predictive distribution, giving
-the true Fisher, which equals the Gauss–Newton matrix G of DESIGN.md §2 for softmax
+the true Fisher, which equals the Gauss–Newton matrix G of docs/method.md for softmax
 cross-entropy. The empirical Fisher (the data's own next tokens, ``fisher="empirical"``) is
 cheaper to reason about but is not a curvature matrix: it scales with the loss, so badly fitted
 documents dominate it (Kunstner et al., 2019). Offered for ablations and library comparisons.
@@ -170,7 +170,7 @@ def covariance_sums(
 
     The loss is the sum of per-document mean losses, so a token's output gradient carries a 1/T_d
     factor; it is multiplied back by T_d here so that S is E[g gᵀ] of per-token losses and does
-    not over-weight short documents (DESIGN.md §7, "Traps").
+    not over-weight short documents (docs/method.md, "Traps").
     """
     device = next(model.parameters()).device
     acts: dict[str, Tensor] = {}

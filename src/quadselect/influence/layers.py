@@ -2,7 +2,7 @@
 
 Every tracked layer is viewed in "math orientation": a weight W of shape (d_out, d_in) acting on
 an input column a_t, whatever the module stores. Its gradient for one document is
-``∇W = Σ_t g_t a_tᵀ`` (DESIGN.md §2, "Cheap scoring"), with g_t the gradient of the loss with
+``∇W = Σ_t g_t a_tᵀ`` (docs/method.md, "Quality"), with g_t the gradient of the loss with
 respect to the layer's output at token t.
 
 Biases are handled by appending a constant 1 to every activation, so the bias becomes the last

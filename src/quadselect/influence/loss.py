@@ -2,7 +2,7 @@
 
 One backward of ``Σ_d L_d``, with ``L_d`` document d's *mean* next-token loss, yields every
 document's own gradient separably: each layer's output gradient at a token of d is exactly
-∂L_d/∂output (DESIGN.md §7, "Traps"). Padding must be on the right: with causal attention the pad
+∂L_d/∂output (docs/method.md, "Traps"). Padding must be on the right: with causal attention the pad
 positions then influence nothing but other pads, and they carry no target, so they receive
 exactly zero gradient.
 """
@@ -39,7 +39,7 @@ def sample_labels(logits: Tensor, labels: Tensor, generator: torch.Generator | N
     """Replace every real target by a token drawn from the model's own predictive distribution.
 
     Gradients of the loss on sampled labels have covariance equal to the true Fisher, which for
-    softmax cross-entropy is the Gauss–Newton matrix G of DESIGN.md §2. Drawn by inverse CDF
+    softmax cross-entropy is the Gauss–Newton matrix G of docs/method.md. Drawn by inverse CDF
     (cumsum + searchsorted): a tenth of torch.multinomial's time over a large vocabulary.
     """
     batch, length, vocab = logits.shape

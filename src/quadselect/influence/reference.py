@@ -1,4 +1,4 @@
-"""The reference direction ĝ_R = mean_r normalize((G + λI)⁻¹ ∇L(r)) (DESIGN.md §2).
+"""The reference direction ĝ_R = mean_r normalize((G + λI)⁻¹ ∇L(r)) (docs/method.md).
 
 Each reference document's gradient is preconditioned, normalized over all tracked layers jointly
 (so no document dominates by its gradient's size), and the unit vectors are averaged. With

@@ -1,6 +1,6 @@
 """Cosine influence of documents on the reference direction, from one forward and one backward.
 
-score(z) = ⟨ĝ_R, ∇L(z)⟩ / ‖∇L(z)‖ over all tracked layers jointly (DESIGN.md §2). Per layer, with
+score(z) = ⟨ĝ_R, ∇L(z)⟩ / ‖∇L(z)‖ over all tracked layers jointly (docs/method.md). Per layer, with
 g_t the output gradients and a_t the inputs of document z's tokens:
 
     ⟨ĝ, ∇W L(z)⟩ = Σ_t g_tᵀ ĝ a_t,    ‖∇W L(z)‖² = Σ_{t,t'} (g_tᵀ g_t')(a_tᵀ a_t')  (ghost norm)
@@ -8,8 +8,8 @@ g_t the output gradients and a_t the inputs of document z's tokens:
 so no per-document gradient has to exist. Forming Σ_t g_t a_tᵀ instead ("explicit") costs one
 T·d_in·d_out matmul that yields both the dot and the norm, while the ghost path costs that same
 matmul for the dot plus T²(d_in + d_out) for the norm, but never holds B·d_out·d_in numbers.
-``method="auto"`` takes the ghost norm where T·(d_in + d_out) < d_in·d_out (DESIGN.md §7's
-break-even): there its extra cost is below one more matmul and its memory saving is largest.
+``method="auto"`` takes the ghost norm where T·(d_in + d_out) < d_in·d_out (the break-even of docs/method.md,
+"Scoring cost"): there its extra cost is below one more matmul and its memory saving is largest.
 
 Documents longer than the model's context are cut into windows (overlapping by one token, see
 :func:`~quadselect.influence.loss.split_long_documents`); a document's score is the mean of its

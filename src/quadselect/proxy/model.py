@@ -1,7 +1,7 @@
 """Proxy models: a small Llama quadselect trains itself, or any causal LM `transformers` can load.
 
 The proxy only has to rank documents by influence, so a few-million-parameter model pretrained for
-minutes on the pool is enough at demo scale (DESIGN.md §7). The default size (3.3M parameters) was
+minutes on the pool is enough at demo scale (docs/method.md, "Calibration"). The default size (3.3M parameters) was
 chosen by measurement on an idle 2-core machine: ≈ 5,300 tokens/s training with bf16 autocast at
 sequence length 256, so 200 steps of 16 × 256 tokens (0.8M tokens) take ≈ 2.6 minutes and bring the
 held-out loss on the demo pool from 9.04 to 6.47 nats/token (a unigram model scores 7.16).

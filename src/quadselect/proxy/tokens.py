@@ -3,7 +3,7 @@
 Training packs documents end to end (each followed by EOS) and cuts the stream into blocks of
 `seq_len`, so no compute is spent on padding. Per-document work (influence scores, per-document
 losses) needs one document per row instead: rows are right-padded and masked, so padding gets
-exactly zero loss and zero gradient (DESIGN.md §7).
+exactly zero loss and zero gradient (docs/method.md, "Traps").
 """
 
 from __future__ import annotations

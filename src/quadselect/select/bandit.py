@@ -1,4 +1,4 @@
-"""The cluster bandit of Quad (DESIGN.md §2, "Diversity"): clusters are arms, scored by an upper confidence bound
+"""The cluster bandit of Quad (docs/method.md, "Diversity"): clusters are arms, scored by an upper confidence bound
 
     CS_i = r̄_i + α √(2 ln N / (n_i + 1)),
 

@@ -1,4 +1,4 @@
-"""Baselines every comparison includes (DESIGN.md §2), each filling the same token budget by the rule of
+"""Baselines every comparison includes (docs/method.md), each filling the same token budget by the rule of
 `budget.py` (never more than one document over). Each returns document indices in the order they were taken.
 DSIR lives in `dsir.py`.
 """

@@ -1,4 +1,4 @@
-"""The Quad selection loop (DESIGN.md §2): a cluster bandit decides where to spend scoring, influence decides what
+"""The Quad selection loop (docs/method.md): a cluster bandit decides where to spend scoring, influence decides what
 to keep, and the selection grows round by round to a token budget.
 
 One round:
@@ -15,10 +15,10 @@ One round:
 The loop stops at the budget, when every cluster is exhausted, or after `max_rounds` rounds. It may stop short of
 the budget when few clusters ever beat τ; the trajectory shows why.
 
-Calibration (DESIGN.md §7): absolute τ and α mean nothing across proxies, so by default ("auto") a pilot of random
-documents is scored first, τ is set to the `tau_percentile` of the pilot's scores and α to `alpha_sd` times their
-standard deviation. Pilot documents count as scored (they are never rescored, nor selected as unscored chunks) but
-do not feed the bandit: they are a sample of the pool, not of a cluster.
+Calibration (docs/method.md, "Calibration"): absolute τ and α mean nothing across proxies, so by default ("auto") a
+pilot of random documents is scored first, τ is set to the `tau_percentile` of the pilot's scores and α to `alpha_sd`
+times their standard deviation. Pilot documents count as scored (they are never rescored, nor selected as unscored
+chunks) but do not feed the bandit: they are a sample of the pool, not of a cluster.
 
 Resumability: every random choice derives from `seed` through `numpy.random.SeedSequence` (document orders, the
 exploration order and the pilot sample are rebuilt from it; the bandit's tie-break generator state is
@@ -52,7 +52,7 @@ class QuadParams:
     """Knobs of the Quad loop; None / "auto" means derived from the pool (rules in `resolve_params`).
 
     alpha (α): exploration weight of the Cluster Score. tau (τ): reward threshold on influence scores.
-    arms_per_round (B), docs_per_arm (m), chunk_tokens, gamma (γ): see the module docstring and DESIGN.md §2.
+    arms_per_round (B), docs_per_arm (m), chunk_tokens, gamma (γ): see the module docstring and docs/method.md.
     alpha_sd, tau_percentile, pilot_docs: the calibration used when alpha/tau are "auto".
     target_accepts: how many accepts should fill the budget (at least K are used); sets the default chunk size.
     explore: "round_robin" visits every cluster once (in a seeded order) before trusting CS; "none" trusts CS from
@@ -126,10 +126,11 @@ def default_docs_per_arm(cluster_sizes: np.ndarray) -> int:
 
 
 def default_chunk_tokens(budget_tokens: int, cluster_tokens: np.ndarray, target_accepts: int) -> int:
-    """budget / max(target_accepts, K): many small accepts (DESIGN.md §7 found 40 accepts too few decisions to
-    learn from), and at least one accept's worth per non-empty cluster so that the round-robin exploration, which
-    accepts every cluster whose sample beats τ, cannot fill the budget before the bandit gets to decide. Capped at a
-    quarter of the median non-empty cluster's tokens so that a good cluster can be accepted repeatedly."""
+    """budget / max(target_accepts, K): many small accepts (40 accepts were too few decisions to learn from:
+    docs/method.md, "Calibration"), and at least one accept's worth per non-empty cluster so that the round-robin
+    exploration, which accepts every cluster whose sample beats τ, cannot fill the budget before the bandit gets to
+    decide. Capped at a quarter of the median non-empty cluster's tokens so that a good cluster can be accepted
+    repeatedly."""
     nonempty = cluster_tokens[cluster_tokens > 0]
     if not nonempty.size:
         return max(1, budget_tokens)
@@ -382,7 +383,7 @@ class QuadSelector:
     # -- steps ------------------------------------------------------------------------------------------------------
 
     def _calibrate(self) -> dict[str, Any]:
-        """Score a random pilot; τ = its `tau_percentile`, α = `alpha_sd` × its sd (DESIGN.md §7)."""
+        """Score a random pilot; τ = its `tau_percentile`, α = `alpha_sd` × its sd (docs/method.md, "Calibration")."""
         p = self._params
         docs = np.random.default_rng(self._pilot_seq).choice(self._cluster_ids.size, size=p.pilot_docs, replace=False)
         scores = self._score(docs)

@@ -1,6 +1,6 @@
 """The `factors` and `reference` stages, and the scorer that later stages and `quadselect score` use.
 
-`factors` fits EK-FAC on a seeded sample of the pool (the training distribution, DESIGN.md §2); `reference` turns the
+`factors` fits EK-FAC on a seeded sample of the pool (the training distribution, docs/method.md); `reference` turns the
 reference set's gradients into the preconditioned direction ĝ_R; `PoolScorer` scores documents against ĝ_R with one
 forward and one backward per batch.
 """
