@@ -13,14 +13,16 @@ tokens and evaluated on held-out text (`quadselect evaluate`). Seed s sets the s
 the training seed (`train.seed`); top-k and perplexity filtering are deterministic, so their one selection is
 trained with every seed.
 
-The expensive stages are shared: one base run directory holds prepare … reference; each (method, seed) run directory
-hard-links the stage directories of its method's first run (or of the base), and the stage runner's fingerprints skip
-every stage whose arguments did not change. So the whole pool is scored once for top-k, the EK-FAC factors are fitted
-once for the MLP-only ablation, and a re-run of this script resumes where it stopped.
+The expensive stages are shared (`quadselect.compare`): one base run directory holds prepare … reference; each
+(method, seed) run directory hard-links the stage directories of its method's first run (or of the base), and the
+stage runner's fingerprints skip every stage whose arguments did not change. So the whole pool is scored once for
+top-k, the EK-FAC factors are fitted once for the MLP-only ablation, and a re-run of this script resumes where it
+stopped.
 
 Writes: a section of benchmarks/RESULTS.md (mean ± std per metric, documents scored, selection wall time, the checks
-of Quad's thesis, held-out loss per domain), a PNG of reference loss vs general loss, and comparison.json (the schema
-`quadselect.comparison/1` the report stage reads) next to RESULTS.md.
+of Quad's thesis, held-out loss per domain; the Markdown is `_results_md.py`'s), a PNG of reference loss vs general
+loss, and comparison.json (`quadselect.compare.comparison_document`, the schema `quadselect.comparison/1` the report
+stage reads) next to RESULTS.md and in Quad's run.
 """
 
 from __future__ import annotations
@@ -39,28 +41,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from _results_md import checks_markdown, composition_table, domain_table, markdown_table, plot_tradeoff, update_section
 
 from quadselect.atomic import read_json, write_json
+from quadselect.compare import comparison_document, link_stages, run_record, run_variant
 from quadselect.config import RunConfig, config_from_dict
 from quadselect.data.shards import ShardSet
 from quadselect.demo import demo_config_dict
-from quadselect.evaluate.compare import (
-    SCHEMA,
-    aggregate,
-    checks_markdown,
-    composition_table,
-    domain_table,
-    markdown_table,
-    plot_tradeoff,
-    thesis_checks,
-    update_section,
-)
-from quadselect.evaluate.stages import METRICS_FILE
 from quadselect.evaluate.train import build_model
-from quadselect.evaluate.variants import UPSTREAM, link_stages, run_variant
+from quadselect.layout import UPSTREAM_OF_SELECT, PrepareFiles, RunLayout
 from quadselect.pipeline import build_pipeline
 from quadselect.proxy import build_llama, evaluate_loss, train_causal_lm
-from quadselect.run import MARKER, Runner, StageResult
+from quadselect.run import Runner, StageResult
 
 log = logging.getLogger("compare_methods")
 
@@ -157,16 +149,16 @@ def _forward_tokens_per_s(model: torch.nn.Module, seq_len: int, batch: int) -> f
     return 2 * batch * seq_len / (time.perf_counter() - start)
 
 
-def _pool_counts(prepare_dir: Path, cap: int) -> tuple[int, int, int]:
+def _pool_counts(prepare: PrepareFiles, cap: int) -> tuple[int, int, int]:
     """Pool documents, pool tokens, and tokens read when every document is scored (capped per document)."""
-    pool = ShardSet(prepare_dir / "pool")
+    pool = ShardSet(prepare.pool)
     tokens = np.concatenate([t["n_tokens"].to_numpy() for t in pool.iter_tables(["n_tokens"])])
     return int(tokens.size), int(tokens.sum()), int(np.minimum(tokens, cap).sum())
 
 
-def _eval_tokens(prepare_dir: Path, config: RunConfig) -> int:
+def _eval_tokens(prepare: PrepareFiles, config: RunConfig) -> int:
     """Tokens the evaluation reads: every eval source's sampled documents, cut to max_tokens_per_doc, plus EOS."""
-    table = ShardSet(prepare_dir / "eval").read(["n_tokens", "source"]).to_pydict()
+    table = ShardSet(prepare.eval).read(["n_tokens", "source"]).to_pydict()
     per_source: dict[str, list[int]] = {}
     for n, source in zip(table["n_tokens"], table["source"], strict=True):
         per_source.setdefault(source, []).append(min(n, config.evaluate.max_tokens_per_doc) + 1)
@@ -177,7 +169,7 @@ def _eval_tokens(prepare_dir: Path, config: RunConfig) -> int:
 def estimate(base: RunConfig, args: argparse.Namespace, plan: list[tuple[Variant, int]]) -> list[tuple[str, float]]:
     """Seconds per part of the plan, from throughputs measured now on this machine (a loaded machine estimates
     longer) and the measured per-document costs of the selection methods on the demo pool."""
-    prepare_dir = base.run_dir / "prepare"
+    layout = RunLayout(base.run_dir)
     p = base.proxy
     proxy = build_llama(
         base.tokenizer.vocab_size,
@@ -201,7 +193,7 @@ def estimate(base: RunConfig, args: argparse.Namespace, plan: list[tuple[Variant
         eval_tps,
     )
 
-    docs, pool_tokens, scored_tokens = _pool_counts(prepare_dir, base.factors.max_length * base.factors.max_windows)
+    docs, pool_tokens, scored_tokens = _pool_counts(layout.prepare, base.factors.max_length * base.factors.max_windows)
     budget = round(args.budget_fraction * pool_tokens)
     train_tokens = args.train_tokens or budget
     scoring_tps = proxy_train / 1.2  # hook scorer ≈ 1–1.2 training steps (issue 4); demo Quad: ≈ 1.1
@@ -217,7 +209,7 @@ def estimate(base: RunConfig, args: argparse.Namespace, plan: list[tuple[Variant
         "cluster_balanced": 2.0,
     }
     parts: list[tuple[str, float]] = []
-    if not (base.run_dir / "reference" / "_COMPLETE.json").is_file():
+    if not layout.reference.marker.is_file():
         ref_tokens = 350 * base.factors.max_length * base.factors.max_windows
         upstream = (
             20  # prepare and embed (static embedder)
@@ -238,13 +230,13 @@ def estimate(base: RunConfig, args: argparse.Namespace, plan: list[tuple[Variant
         parts.append(("identity-Hessian reference direction", 700 * base.factors.max_length / proxy_train))
     seen: set[str] = set()
     for variant, seed in plan:
-        run_dir = variant_dir(args, variant, seed)
-        selects = (variant.seeded or variant.label not in seen) and not (run_dir / "select" / MARKER).is_file()
+        run = RunLayout(variant_dir(args, variant, seed))
+        selects = (variant.seeded or variant.label not in seen) and not run.select.marker.is_file()
         seen.add(variant.label)
         cost = (select_cost[variant.method] + screen + 5.0) if selects else 0.0
         # Held-out sets and ≈ 400 cloze rows; documents of uneven length run at ≈ 0.9× the packed-block rate measured.
-        eval_cost = (_eval_tokens(prepare_dir, base) + 400 * t.seq_len) / (0.9 * eval_tps)
-        cost += 0.0 if (run_dir / "evaluate" / MARKER).is_file() else train_tokens / train_tps + eval_cost + 10.0
+        eval_cost = (_eval_tokens(layout.prepare, base) + 400 * t.seq_len) / (0.9 * eval_tps)
+        cost += 0.0 if run.evaluate.marker.is_file() else train_tokens / train_tps + eval_cost + 10.0
         parts.append((f"{variant.label} seed {seed}: select, train {train_tokens:,} tokens, evaluate", cost))
     return parts
 
@@ -278,21 +270,8 @@ def run_plan(base: RunConfig, args: argparse.Namespace, plan: list[tuple[Variant
         t0 = time.perf_counter()
         results = run_variant(config, base.run_dir if source == run_dir else source)
         walls = {r.name: r.wall_s for r in results if not r.skipped}
-        metrics = read_json(run_dir / "evaluate" / METRICS_FILE)
-        selection = read_json(run_dir / "export" / "selection.json")
-        records.append(
-            {
-                **metrics,
-                "label": variant.label,
-                "ablation": variant.ablation,
-                "seed": seed,
-                "docs_selected": selection["docs_selected"],
-                "tokens_selected": selection["tokens_selected"],
-                "tokens_by_source": selection["tokens_by_source"],
-                "run_dir": str(run_dir),
-                "stage_wall_s": walls,
-            }
-        )
+        record = run_record(run_dir, label=variant.label, seed=seed, ablation=variant.ablation)
+        records.append({**record, "stage_wall_s": walls})
         elapsed = time.perf_counter() - started
         log.info(
             "[%d/%d] %s seed %d: done in %.0f s (ran: %s); reference loss %.4f, general loss %.4f; %.0f of ≈%.0f s",
@@ -302,8 +281,8 @@ def run_plan(base: RunConfig, args: argparse.Namespace, plan: list[tuple[Variant
             seed,
             time.perf_counter() - t0,
             ", ".join(f"{k} {v:.0f}s" for k, v in walls.items()) or "nothing",
-            metrics.get("reference_loss", math.nan),
-            metrics.get("general_loss", math.nan),
+            record.get("reference_loss", math.nan),
+            record.get("general_loss", math.nan),
             elapsed,
             eta,
         )
@@ -320,34 +299,32 @@ def machine() -> str:
 
 def write_outputs(
     args: argparse.Namespace, base: RunConfig, records: list[dict], wall: float, eta: float, load: tuple[str, str]
-) -> None:
-    entries = aggregate(records)
-    checks = thesis_checks(entries)
-    prepare = read_json(base.run_dir / "prepare" / "_COMPLETE.json")["summary"]["roles"]
+) -> dict[str, Any]:
+    """comparison.json (here, in the work folder and in Quad's run), the plot and the RESULTS.md section; returns the
+    comparison."""
+    prepare = read_json(RunLayout(base.run_dir).prepare.marker)["summary"]["roles"]
     first = records[0]
     command = "python benchmarks/compare_methods.py " + " ".join(sys.argv[1:])
-    payload = {
-        "schema": SCHEMA,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": command.strip(),
-        "machine": machine(),
-        "pool_docs": prepare["pool"]["docs"],
-        "pool_tokens": prepare["pool"]["tokens"],
-        "budget_fraction": args.budget_fraction,
-        "train_tokens": first["train_tokens"],
-        "train_params": first["train_params"],
-        "wall_s": round(wall, 1),
-        "estimated_wall_s": round(eta, 1),
-        "checks": checks,
-        "methods": entries,
-        "runs": records,
-    }
+    payload = comparison_document(
+        records,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        command=command.strip(),
+        machine=machine(),
+        pool_docs=prepare["pool"]["docs"],
+        pool_tokens=prepare["pool"]["tokens"],
+        budget_fraction=args.budget_fraction,
+        train_tokens=first["train_tokens"],
+        train_params=first["train_params"],
+        wall_s=round(wall, 1),
+        estimated_wall_s=round(eta, 1),
+    )
+    entries, checks = payload["methods"], payload["checks"]
     args.out_dir.mkdir(parents=True, exist_ok=True)
     write_json(args.out_dir / "comparison.json", payload)
     write_json(args.work_dir / "comparison.json", payload)
     quad_run = next((Path(r["run_dir"]) for r in records if r["label"] == "quad"), None)
     if quad_run is not None:  # `quadselect report` on Quad's run shows the comparison by default
-        write_json(quad_run / "evaluate" / "comparison.json", payload)
+        write_json(RunLayout(quad_run).evaluate.comparison, payload)
     plot = args.out_dir / ("compare_methods_quick.png" if args.quick else "compare_methods.png")
     plot_tradeoff(entries, plot)
 
@@ -405,6 +382,7 @@ def write_outputs(
     )
     update_section(args.results, heading, body)
     log.info("wrote %s, %s and %s", args.results, args.out_dir / "comparison.json", plot)
+    return payload
 
 
 def main() -> None:
@@ -451,7 +429,7 @@ def main() -> None:
 
     base = make_config(args.work_dir / "base", args)
     if args.reuse:
-        link_stages(args.reuse.resolve(), base.run_dir, UPSTREAM)
+        link_stages(args.reuse.resolve(), base.run_dir, UPSTREAM_OF_SELECT)
     run_stages(base, "prepare")
     plan = [(Variant(m, m), s) for m in methods for s in range(args.seeds)]
     plan += [(ABLATIONS[a], s) for a in ablations for s in range(args.seeds)]
@@ -469,9 +447,9 @@ def main() -> None:
     run_stages(base, "reference")
     records = run_plan(base, args, plan, eta)
     wall = time.perf_counter() - started
-    write_outputs(args, base, records, wall, eta, (load_start, f"{os.getloadavg()[0]:.1f}"))
+    comparison = write_outputs(args, base, records, wall, eta, (load_start, f"{os.getloadavg()[0]:.1f}"))
     print(f"\nDone in {wall / 60:.1f} min (estimated {eta / 60:.1f} min). Results: {args.results}")
-    print(json.dumps([{c["check"]: c["passed"]} for c in thesis_checks(aggregate(records))], indent=1))
+    print(json.dumps([{c["check"]: c["passed"]} for c in comparison["checks"]], indent=1))
 
 
 if __name__ == "__main__":

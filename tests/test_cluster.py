@@ -9,8 +9,10 @@ import pytest
 
 from quadselect.atomic import TMP_PREFIX
 from quadselect.cluster import (
+    NeighbourGraph,
     adjusted_rand,
     assign,
+    auto_gamma,
     default_num_clusters,
     distinctive_terms,
     kmeans_sample_size,
@@ -22,6 +24,7 @@ from quadselect.cluster import (
     train_kmeans,
 )
 from quadselect.embed import l2_normalize, open_array, write_array
+from quadselect.select.quad import QuadParams, resolve_params
 
 
 def blobs(n_per: int, k: int, dim: int = 32, spread: float = 0.05, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -139,6 +142,73 @@ def test_neighbour_graph_is_the_symmetric_radius_graph_computed_in_blocks() -> N
 def test_non_positive_gamma_is_a_clear_error(gamma: float) -> None:
     with pytest.raises(ValueError, match="γ must be > 0"):
         neighbour_graph(np.eye(3, dtype=np.float32), gamma)
+
+
+def test_graph_from_dense_keeps_pairs_within_radius() -> None:
+    dist = np.array([[0.0, 0.1, 0.5], [0.1, 0.0, 0.2], [0.5, 0.2, 0.0]])
+    graph = NeighbourGraph.from_dense(dist, radius=0.3)
+    assert graph.indptr.tolist() == [0, 1, 3, 4]
+    assert graph.neighbours(1)[0].tolist() == [0, 2]
+    np.testing.assert_allclose(graph.neighbours(1)[1], [0.1, 0.2])
+    assert graph.neighbours(2)[0].tolist() == [1]
+
+
+def test_graph_validation() -> None:
+    with pytest.raises(ValueError, match="indices"):
+        NeighbourGraph(np.array([0, 1]), np.array([5]), np.array([0.1]))
+    with pytest.raises(ValueError, match="distances"):
+        NeighbourGraph(np.array([0, 1, 1]), np.array([1]), np.array([-0.1]))
+    with pytest.raises(ValueError, match="outside"):
+        NeighbourGraph.from_dict({4: ([0], [0.1])}, n_arms=2)
+
+
+def _on_circle(degrees: list[float]) -> np.ndarray:
+    radians = np.deg2rad(degrees)
+    return np.stack([np.cos(radians), np.sin(radians)], axis=1).astype(np.float32)
+
+
+def test_auto_gamma_is_the_median_distance_to_the_fourth_nearest_other_centroid() -> None:
+    # By hand: six centroids 10° apart. The 4th nearest other centroid lies 40°, 30°, 20°, 20°, 30°, 40° away, whose
+    # median is 30°; the 2nd nearest lies 20°, 10°, 10°, 10°, 10°, 20° away (median 10°).
+    six = _on_circle([0, 10, 20, 30, 40, 50])
+    assert auto_gamma(six) == pytest.approx(1 - np.cos(np.deg2rad(30)), abs=1e-6)
+    assert auto_gamma(six, neighbours=1) == pytest.approx(1 - np.cos(np.deg2rad(10)), abs=1e-6)
+    # Fewer others than neighbours + 1: the farthest other (30°, 20°, 30° away).
+    assert auto_gamma(_on_circle([0, 10, 30])) == pytest.approx(1 - np.cos(np.deg2rad(30)), abs=1e-6)
+    assert auto_gamma(six[:1]) == 1e-6  # nobody to share with
+
+    # Brute force, in float64, on centroids that are not unit yet.
+    centroids = np.random.default_rng(7).standard_normal((31, 8)).astype(np.float32) * 3
+    unit = centroids / np.linalg.norm(centroids, axis=1, keepdims=True)
+    dense = 1.0 - unit.astype(np.float64) @ unit.T.astype(np.float64)
+    np.fill_diagonal(dense, np.inf)
+    for neighbours in (1, 3, 5):
+        expected = np.median(np.sort(dense, axis=1)[:, neighbours])
+        assert auto_gamma(centroids, neighbours=neighbours) == pytest.approx(expected, abs=1e-6)
+
+
+def test_the_graph_records_its_radius_and_quad_auto_gamma_uses_it() -> None:
+    centroids = l2_normalize(np.random.default_rng(8).standard_normal((20, 6)))
+    gamma = auto_gamma(centroids)
+    graph = neighbour_graph(centroids)
+    assert graph.radius == gamma
+    assert graph.indices.size and graph.distances.max() < gamma
+    expected = neighbour_graph(centroids, gamma)
+    np.testing.assert_array_equal(graph.indptr, expected.indptr)
+    np.testing.assert_array_equal(graph.indices, expected.indices)
+    assert neighbour_graph(centroids, 0.25).radius == 0.25
+
+    cluster_ids = np.arange(200) % 20
+    n_tokens = np.full(200, 10)
+    # The library's quad_select with gamma="auto" shares credit within the very γ the cluster stage uses.
+    assert resolve_params(QuadParams(), cluster_ids, n_tokens, 500, 20, graph).gamma == gamma
+    assert resolve_params(QuadParams(gamma=0.1), cluster_ids, n_tokens, 500, 20, graph).gamma == 0.1
+    assert resolve_params(QuadParams(), cluster_ids, n_tokens, 500, 20, None).gamma == 0.0
+    unknown = NeighbourGraph(graph.indptr, graph.indices, graph.distances)
+    with pytest.raises(ValueError, match="does not record one"):
+        resolve_params(QuadParams(), cluster_ids, n_tokens, 500, 20, unknown)
+    with pytest.raises(ValueError, match="radius"):
+        NeighbourGraph(np.zeros(4), np.zeros(0), np.zeros(0), radius=0.0)
 
 
 def test_neighbour_graph_save_load_roundtrip(tmp_path: Path) -> None:

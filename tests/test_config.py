@@ -60,3 +60,27 @@ def test_seed_for_is_stable_and_distinct(small_inputs: Path) -> None:
     assert cfg.seed_for("embed") != cfg.seed_for("cluster")
     other = load_config(make_config(small_inputs, seed=8))
     assert other.seed_for("embed") != cfg.seed_for("embed")
+
+
+def test_every_path_key_is_relative_to_the_config_file_and_inputs_must_exist(small_inputs: Path) -> None:
+    (small_inputs / "tasks").mkdir()
+    lm_eval = {"include_path": "tasks"}
+    cfg = load_config(make_config(small_inputs, report={"comparison": "~/../cmp.json"}, evaluate={"lm_eval": lm_eval}))
+    assert cfg.report.comparison == (Path.home().parent / "cmp.json").resolve()  # need not exist yet
+    assert cfg.evaluate.lm_eval.include_path == (small_inputs / "tasks").resolve()
+    relative = load_config(make_config(small_inputs, report={"comparison": "out/../comparison.json"}))
+    assert relative.report.comparison == small_inputs.resolve() / "comparison.json"
+    with pytest.raises(ConfigError, match=r"evaluate\.lm_eval\.include_path: .*path does not exist"):
+        load_config(make_config(small_inputs, evaluate={"lm_eval": {"include_path": "no-tasks"}}))
+
+
+@pytest.mark.parametrize("section", ["proxy", "train"])
+def test_a_llama_built_here_needs_heads_that_divide_its_width(small_inputs: Path, section: str) -> None:
+    with pytest.raises(ConfigError, match=rf"- {section}: .*hidden_size 10 is not divisible by num_heads 3"):
+        load_config(make_config(small_inputs, **{section: {"hidden_size": 10, "num_heads": 3}}))
+    assert load_config(make_config(small_inputs, **{section: {"hidden_size": 12, "num_heads": 3}}))
+
+
+def test_a_proxy_loaded_from_a_checkpoint_has_its_own_shape(small_inputs: Path) -> None:
+    cfg = load_config(make_config(small_inputs, proxy={"model": "org/model", "hidden_size": 10, "num_heads": 3}))
+    assert cfg.proxy.model == "org/model"

@@ -6,7 +6,9 @@ import pytest
 from quadselect.atomic import write_json
 from quadselect.config import load_config
 from quadselect.errors import RunDirError
-from quadselect.run import MARKER, Pipeline, Runner, Stage, StageContext, run_dir_lock
+from quadselect.layout import MARKER
+from quadselect.lock import run_dir_lock
+from quadselect.run import Pipeline, Runner, Stage, StageContext
 from tests.support import make_config
 
 

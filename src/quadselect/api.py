@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 
 from quadselect.atomic import read_json
 from quadselect.config import RunConfig, load_config
-from quadselect.pipeline import build_pipeline
+from quadselect.layout import CONFIG_FILE, RunLayout
+from quadselect.pipeline import build_pipeline, evaluation_pipeline
 from quadselect.run import Runner, StageResult
 
 
@@ -41,7 +42,7 @@ def embed_pool(config: RunConfig | str | Path) -> list[np.ndarray]:
 
     cfg = _config(config)
     run_pipeline(cfg, until="embed")
-    return open_embedding_shards(cfg.run_dir / "embed")
+    return open_embedding_shards(RunLayout(cfg.run_dir).embed.root)
 
 
 @dataclass
@@ -56,15 +57,13 @@ class Clusters:
 
 def cluster_embeddings(config: RunConfig | str | Path) -> Clusters:
     """k-means clusters of the pool (embedding first if needed)."""
-    from quadselect.stages.cluster import ASSIGNMENTS_DIR, CENTROIDS_FILE, CLUSTERS_FILE
-
     cfg = _config(config)
     [*_, result] = run_pipeline(cfg, until="cluster")
-    out = cfg.run_dir / "cluster"
+    out = RunLayout(cfg.run_dir).cluster
     return Clusters(
-        assignments=pq.read_table(out / ASSIGNMENTS_DIR),
-        clusters=pq.read_table(out / CLUSTERS_FILE),
-        centroids=np.load(out / CENTROIDS_FILE, allow_pickle=False),
+        assignments=pq.read_table(out.assignments),
+        clusters=pq.read_table(out.clusters),
+        centroids=np.load(out.centroids, allow_pickle=False),
         summary=result.summary,
     )
 
@@ -83,12 +82,10 @@ class Selection:
 
 def select(config: RunConfig | str | Path) -> Selection:
     """Run the pipeline through `select` and return the selection (use `run_pipeline` to export it too)."""
-    from quadselect.stages.select import MANIFEST, SELECTION_JSON
-
     cfg = _config(config)
     run_pipeline(cfg, until="select")
-    out = cfg.run_dir / "select"
-    return Selection(manifest=pq.read_table(out / MANIFEST), summary=read_json(out / SELECTION_JSON))
+    out = RunLayout(cfg.run_dir).select
+    return Selection(manifest=pq.read_table(out.manifest), summary=read_json(out.selection))
 
 
 def run_config(run_dir_or_config: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -97,10 +94,10 @@ def run_config(run_dir_or_config: str | Path, overrides: dict[str, Any] | None =
 
     path = Path(run_dir_or_config)
     if path.is_dir():
-        path = path / "config.resolved.yaml"
+        path = RunLayout(path).config
         if not path.is_file():
             raise RunDirError(
-                f"{path.parent} is not a run directory (no config.resolved.yaml): run `quadselect run CONFIG` first, "
+                f"{path.parent} is not a run directory (no {CONFIG_FILE}): run `quadselect run CONFIG` first, "
                 "or pass the config file."
             )
     return load_config(path, overrides)
@@ -109,8 +106,6 @@ def run_config(run_dir_or_config: str | Path, overrides: dict[str, Any] | None =
 def train(config: RunConfig | str | Path, *, force: bool = False) -> dict[str, Any]:
     """Train a fresh small model on the run's exported selection (running any unfinished stage before it); returns
     the train stage's summary. The model is saved in `<run_dir>/train/model/`."""
-    from quadselect.evaluate.stages import evaluation_pipeline
-
     cfg = _config(config)
     [*_, result] = Runner(evaluation_pipeline(), cfg).run("train", force=("train",) if force else ())
     return result.summary
@@ -119,8 +114,34 @@ def train(config: RunConfig | str | Path, *, force: bool = False) -> dict[str, A
 def evaluate(config: RunConfig | str | Path, *, force: bool = False) -> dict[str, Any]:
     """Train on the selection if needed, then evaluate: returns `<run_dir>/evaluate/metrics.json` (held-out
     reference loss, loss per pool domain and their mean, cloze accuracy, extra files, lm-eval tasks)."""
-    from quadselect.evaluate.stages import METRICS_FILE, evaluation_pipeline
-
     cfg = _config(config)
     Runner(evaluation_pipeline(), cfg).run("evaluate", force=("evaluate",) if force else ())
-    return read_json(cfg.run_dir / "evaluate" / METRICS_FILE)
+    return read_json(RunLayout(cfg.run_dir).evaluate.metrics)
+
+
+def score_file(
+    run_dir: Path, docs: Path, *, text_field: str = "text", id_field: str | None = None, batch_size: int = 8
+) -> list[dict[str, Any]]:
+    """Score the documents of a JSONL/Parquet file against a finished run's reference direction: one record per
+    document (`doc_id`, `score`: cosine influence, `loss`: mean token loss, `text`), in file order."""
+    from quadselect.config import PrepareConfig, SourceSpec
+    from quadselect.data.normalize import IdRegistry, iter_documents
+    from quadselect.data.problems import ProblemReport
+    from quadselect.errors import InputDataError
+    from quadselect.stages.workers import load_scorer
+
+    layout = RunLayout(run_dir)
+    config = load_config(layout.config)
+    if not layout.reference.g_hat.is_file():
+        raise InputDataError(f"{run_dir}: the reference stage has not finished. Run `quadselect run CONFIG` first.")
+    spec = SourceSpec(path=docs, text_field=text_field, id_field=id_field)
+    report = ProblemReport()
+    documents = list(iter_documents(spec, PrepareConfig(), report, IdRegistry()))
+    if not documents:
+        raise InputDataError(f"{docs}: no usable document (problems: {dict(report.counts) or 'none'}).")
+    scorer = load_scorer(layout, config.factors, batch_size=batch_size)
+    scores, losses = scorer.score_texts([d.text for d in documents])
+    return [
+        {"doc_id": doc.doc_id, "score": float(score), "loss": float(loss), "text": doc.text}
+        for doc, score, loss in zip(documents, scores, losses, strict=True)
+    ]

@@ -138,11 +138,19 @@ def demo(
     run_dir: Annotated[Path, typer.Option(help="Where the demo run is written.")] = Path("runs/demo"),
     until: Annotated[str | None, typer.Option(help="Stop after this stage.")] = None,
     engine: EngineOpt = None,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick",
+            help="1,000 documents and a tiny proxy: every stage in under a minute, to check an install (the "
+            "selection means little).",
+        ),
+    ] = False,
 ) -> None:
     """Run the pipeline on the built-in demo pool (no download needed)."""
     from quadselect.demo import write_demo_config
 
-    config_path = write_demo_config(run_dir)
+    config_path = write_demo_config(run_dir, quick=quick)
     console.print(f"demo config written to {config_path}")
     _run(config_path, until, (), engine)
 
@@ -150,13 +158,15 @@ def demo(
 @app.command()
 def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
     """Show which stages of a run are done, with their timings and the arguments that differ from the defaults."""
+    from quadselect.layout import MARKER, RunLayout
     from quadselect.pipeline import build_pipeline
     from quadselect.report.artifacts import format_args
-    from quadselect.run import MARKER, stage_status
+    from quadselect.run import stage_status
 
     if not run_dir.is_dir():
         _fail(QuadselectError(f"{run_dir}: no such run directory. Pass the run_dir of a config you have run."))
         return
+    layout = RunLayout(run_dir)
     names = list(build_pipeline().stages)
     extra = sorted(p.parent.name for p in run_dir.glob(f"*/{MARKER}") if p.parent.name not in names)
     table = Table(title=str(run_dir))
@@ -172,7 +182,7 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) ->
             engine = done.get("engine", "local")
             state = "done" if engine == "local" else f"done on {engine}"
             table.add_row(name, state, f"{done['wall_s']:.1f}s", finished, args)
-        elif (run_dir / f"{name}.partial").exists():
+        elif layout.partial_dir(name).exists():
             table.add_row(name, "partial (will resume)", "", "", "")
         else:
             table.add_row(name, "not run", "", "", "")
@@ -193,8 +203,8 @@ def clusters(
     import pyarrow.parquet as pq
 
     from quadselect.display import show_clusters
+    from quadselect.layout import RunLayout
     from quadselect.run import stage_status
-    from quadselect.stages.cluster import CLUSTERS_FILE
 
     done = stage_status(run_dir, "cluster")
     if done is None:
@@ -203,7 +213,7 @@ def clusters(
     if sort not in ("docs", "tokens", "cluster"):
         _fail(QuadselectError(f"--sort must be docs, tokens or cluster, not {sort!r}."))
         return
-    rows = pq.read_table(run_dir / "cluster" / CLUSTERS_FILE).to_pylist()
+    rows = pq.read_table(RunLayout(run_dir).cluster.clusters).to_pylist()
     rows.sort(key=lambda r: r[sort] if sort == "cluster" else -r[sort])
     summary = done["summary"]
     title = (
@@ -226,8 +236,8 @@ def score(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from quadselect.api import score_file
     from quadselect.atomic import write_text
-    from quadselect.stages.influence import score_file
 
     if not docs.is_file():
         _fail(QuadselectError(f"--docs {docs}: no such file."))
@@ -293,6 +303,7 @@ def evaluate(
     pool domain and their mean, cloze accuracy, extra held-out files; writes <run_dir>/evaluate/metrics.json."""
     from quadselect.api import evaluate as evaluate_selection
     from quadselect.api import run_config
+    from quadselect.layout import RunLayout
 
     try:
         config = run_config(run_dir)
@@ -307,7 +318,7 @@ def evaluate(
         if isinstance(value, float):
             table.add_row(name, f"{value:.4f}")
     console.print(table)
-    console.print(f"metrics written to {config.run_dir / 'evaluate' / 'metrics.json'}")
+    console.print(f"metrics written to {RunLayout(config.run_dir).evaluate.metrics}")
 
 
 def _register_stage_commands() -> None:

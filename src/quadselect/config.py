@@ -7,13 +7,15 @@ move together. Every random choice in a run derives from `seed` (see `RunConfig.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import reprlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -24,6 +26,8 @@ from pydantic import (
 )
 
 from quadselect.errors import ConfigError
+from quadselect.select.methods import METHODS, get_method
+from quadselect.select.quad import QuadKnobs
 
 SourceFormat = Literal["auto", "jsonl", "parquet", "hf_disk", "hf_hub"]
 
@@ -32,11 +36,33 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
+def _against_config(value: Path, info: ValidationInfo, *, must_exist: bool = False) -> Path:
+    """`value` with `~` expanded, joined to the config file's folder when relative, made absolute.
+
+    The folder is the validation context's `base_dir` (`config_from_dict`). Existence is checked before symlinks and
+    `..` are resolved, on the path as written. A path the OS refuses to look at (a name too long, `~user` of an
+    unknown user, nesting too deep) raises OSError or RuntimeError here, which `config_from_dict` reports as the
+    config's fault."""
+    base = (info.context or {}).get("base_dir")
+    path = value.expanduser()
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    if must_exist and not path.exists():
+        raise ValueError(f"path does not exist: {path}")
+    return path.resolve()
+
+
+ConfigPath = Annotated[Path, AfterValidator(_against_config)]
+"""A path in the config: relative to the config file's folder, absolute once loaded."""
+InputPath = Annotated[Path, AfterValidator(functools.partial(_against_config, must_exist=True))]
+"""A `ConfigPath` that must exist when the config is loaded: something the run reads."""
+
+
 class SourceSpec(_Strict):
     """One input: a local file/directory (JSONL, .jsonl.gz, .jsonl.zst, Parquet, a saved `datasets` dataset) or a
     Hugging Face hub dataset read with streaming."""
 
-    path: Path | None = Field(None, description="Local file or directory (relative to the config file).")
+    path: InputPath | None = Field(None, description="Local file or directory (relative to the config file).")
     hub: str | None = Field(None, description="Hugging Face hub dataset name, read with streaming.")
     hub_config: str | None = Field(None, description="Hub dataset configuration name, if any.")
     split: str = Field("train", description="Split to read for hub datasets and DatasetDicts on disk.")
@@ -46,19 +72,6 @@ class SourceSpec(_Strict):
     source: str | None = Field(None, description="Source label for every document (default: the file stem).")
     source_field: str | None = Field(None, description="Field holding a per-document source label.")
     max_docs: int | None = Field(None, gt=0, description="Read at most this many records (useful for hub data).")
-
-    @field_validator("path")
-    @classmethod
-    def _resolve_path(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        if value is None:
-            return None
-        base = (info.context or {}).get("base_dir")
-        path = value.expanduser()
-        if not path.is_absolute() and base is not None:
-            path = Path(base) / path
-        if not path.exists():
-            raise ValueError(f"path does not exist: {path}")
-        return path.resolve()
 
     @model_validator(mode="after")
     def _one_location(self) -> SourceSpec:
@@ -160,7 +173,33 @@ class ClusterConfig(_Strict):
         return value
 
 
-class ProxyConfig(_Strict):
+class LlamaShape(_Strict):
+    """The shape of a small Llama built here (`quadselect.proxy.build_llama`): the proxy when `proxy.model` is null,
+    and the model `quadselect train` trains on a selection.
+
+    `ProxyConfig` and `TrainConfig` inherit it and declare its four keys themselves, with their own defaults and each
+    at its place in their YAML section (fields of a base class would come first, reordering the resolved config);
+    the rule the shape obeys is checked here, once."""
+
+    if TYPE_CHECKING:  # declared by each subclass, see above
+        hidden_size: int
+        num_layers: int
+        num_heads: int
+        intermediate_size: int
+
+    @property
+    def builds_llama(self) -> bool:
+        """Whether this section builds a Llama of this shape (a proxy loaded from a checkpoint does not)."""
+        return True
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> Self:
+        if self.builds_llama and self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        return self
+
+
+class ProxyConfig(LlamaShape):
     """The proxy model influence is computed on: a transformers causal LM, or a small Llama trained here."""
 
     model: str | None = Field(
@@ -179,11 +218,9 @@ class ProxyConfig(_Strict):
         True, description="Built proxy: bf16 autocast (≈1.5× faster on AVX-512 CPUs; float32 where bf16 is emulated)."
     )
 
-    @model_validator(mode="after")
-    def _heads_divide(self) -> ProxyConfig:
-        if self.model is None and self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
-        return self
+    @property
+    def builds_llama(self) -> bool:
+        return self.model is None
 
 
 class FactorsConfig(_Strict):
@@ -222,15 +259,17 @@ class ReferenceConfig(_Strict):
     batch_size: int = Field(8, gt=0, description="Documents per batch.")
 
 
-SelectMethod = Literal["quad", "random", "topk_influence", "cluster_balanced", "perplexity", "dsir"]
+_METHOD_NAMES = tuple(METHODS)
+SelectMethod = Literal[_METHOD_NAMES]  # type: ignore[valid-type]
+"""The selection methods registered (`quadselect.select.methods`) when this module was loaded: the built-in ones."""
 
 
-class SelectConfig(_Strict):
-    """How the selection is made: Quad or a baseline, to a token budget."""
+class _SelectTarget(_Strict):
+    """The first keys of `select`: which method, to what budget, with which scorer. Split from `SelectConfig` only so
+    that these keys come before the Quad knobs it inherits, in the resolved config and the reference, as they
+    always have."""
 
-    method: SelectMethod = Field(
-        "quad", description="quad, random, topk_influence, cluster_balanced, perplexity or dsir."
-    )
+    method: SelectMethod = Field("quad", description=f"{', '.join(_METHOD_NAMES[:-1])} or {_METHOD_NAMES[-1]}.")
     budget_tokens: int | None = Field(None, gt=0, description="Token budget (the run's tokenizer).")
     budget_fraction: float | None = Field(
         0.1, gt=0, le=1, description="Budget as a fraction of the pool's tokens (used when budget_tokens is null)."
@@ -239,16 +278,27 @@ class SelectConfig(_Strict):
         "hook", description="Influence scorer: hooks + ghost norm (exact), or a random-projection sketch."
     )
     score_batch_size: int = Field(8, gt=0, description="Documents per scoring batch.")
-    alpha: float | Literal["auto"] = Field("auto", description="α, UCB exploration weight ('auto': 0.25 × pilot sd).")
-    tau: float | Literal["auto"] = Field("auto", description="τ, reward threshold ('auto': pilot's tau_percentile).")
-    tau_percentile: float = Field(70.0, ge=0, le=100, description="Percentile of pilot scores used as τ.")
-    alpha_sd: float = Field(0.25, ge=0, description="α as a multiple of the pilot scores' standard deviation.")
-    pilot_docs: int = Field(64, ge=2, description="Random documents scored first to calibrate τ and α.")
-    arms_per_round: int | None = Field(None, gt=0, description="B, clusters pulled per round (null: K/8, 1..50).")
-    docs_per_arm: int | None = Field(None, gt=0, description="m, documents scored per pulled cluster (null: rule).")
-    chunk_tokens: int | None = Field(None, gt=0, description="Unscored tokens an accepted cluster adds (null: rule).")
-    max_rounds: int | None = Field(None, ge=0, description="Stop after this many rounds (null: no cap).")
-    explore: Literal["round_robin", "none"] = Field("round_robin", description="First pass over every cluster?")
+
+    @field_validator("method", mode="plain")
+    @classmethod
+    def _registered(cls, value: Any) -> str:
+        """Checked against the registry as it is now, so a method registered after this module loaded is accepted;
+        the annotation lists the built-in ones for the reference."""
+        if not isinstance(value, str):
+            raise ValueError(f"a method name is a string, got {value!r}")
+        return get_method(value).name
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> Self:
+        if self.budget_tokens is None and self.budget_fraction is None:
+            raise ValueError("give select.budget_tokens or select.budget_fraction")
+        return self
+
+
+class SelectConfig(QuadKnobs, _SelectTarget):
+    """How the selection is made: Quad or a baseline, to a token budget."""
+
+    # Keys in order: _SelectTarget's, then the Quad knobs (declared and validated once, in `QuadKnobs`), then these.
     neighbours: bool = Field(True, description="Share rewards with clusters within γ (off: an ablation).")
     perplexity_band: Literal["middle", "lowest"] = Field("middle", description="perplexity method: which band.")
     decontaminate: Literal["drop", "flag", "off"] = Field(
@@ -262,12 +312,6 @@ class SelectConfig(_Strict):
         "run seed. Varying it repeats a selection without re-running the stages before select.",
     )
 
-    @model_validator(mode="after")
-    def _one_budget(self) -> SelectConfig:
-        if self.budget_tokens is None and self.budget_fraction is None:
-            raise ValueError("give select.budget_tokens or select.budget_fraction")
-        return self
-
 
 class ExportConfig(_Strict):
     """The selected documents, ready for a trainer."""
@@ -279,7 +323,7 @@ class ExportConfig(_Strict):
 class ReportConfig(_Strict):
     """The HTML report with PNG figures: what was chosen and why (docs/report.md)."""
 
-    comparison: Path | None = Field(
+    comparison: ConfigPath | None = Field(
         None,
         description="A comparison.json of several selection methods (written by the evaluate benchmark), relative to "
         "the config. Null: <run_dir>/evaluate/comparison.json when it exists.",
@@ -291,17 +335,8 @@ class ReportConfig(_Strict):
         100, gt=0, description="Cluster table rows in the HTML (most selected first); clusters.csv has every cluster."
     )
 
-    @field_validator("comparison")
-    @classmethod
-    def _resolve_comparison(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        if value is None:
-            return None
-        base = (info.context or {}).get("base_dir")
-        path = value.expanduser()
-        return (Path(base) / path).resolve() if not path.is_absolute() and base is not None else path
 
-
-class TrainConfig(_Strict):
+class TrainConfig(LlamaShape):
     """A fresh small Llama trained from scratch on the exported selection (`quadselect train`): a selection is only as
     good as a model trained on it. Every selection is trained alike (same model, same token count), so the held-out
     losses of different methods compare."""
@@ -333,12 +368,6 @@ class TrainConfig(_Strict):
         None, ge=0, description="Seed of the model's initialization and data order. Null: derived from the run seed."
     )
 
-    @model_validator(mode="after")
-    def _heads_divide(self) -> TrainConfig:
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
-        return self
-
 
 class ClozeConfig(_Strict):
     """LAMBADA-style last-word prediction built from the held-out reference documents: each passage (a block between
@@ -357,7 +386,7 @@ class LmEvalConfig(_Strict):
     """The optional lm-evaluation-harness hook (`pip install lm-eval`): any of its tasks, or local task YAMLs."""
 
     tasks: list[str] = Field(default_factory=list, description="Task names; empty: the hook is off.")
-    include_path: Path | None = Field(
+    include_path: InputPath | None = Field(
         None, description="A folder of task YAMLs (relative to the config), e.g. a local task over a JSONL file."
     )
     include_defaults: bool = Field(
@@ -366,18 +395,6 @@ class LmEvalConfig(_Strict):
     limit: int | None = Field(None, gt=0, description="Examples per task at most.")
     num_fewshot: int | None = Field(None, ge=0, description="Few-shot examples (null: the task's default).")
     batch_size: int = Field(8, gt=0, description="Requests per model call.")
-
-    @field_validator("include_path")
-    @classmethod
-    def _resolve_include_path(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        if value is None:
-            return None
-        base = (info.context or {}).get("base_dir")
-        path = value.expanduser()
-        path = Path(base) / path if not path.is_absolute() and base is not None else path
-        if not path.exists():
-            raise ValueError(f"path does not exist: {path}")
-        return path.resolve()
 
 
 class EvaluateConfig(_Strict):
@@ -434,7 +451,7 @@ class RayConfig(_Strict):
 class RunConfig(_Strict):
     """A whole run. Sections for stages are added as the stages exist."""
 
-    run_dir: Path = Field(..., description="Where every artifact of the run is written (relative to the config).")
+    run_dir: ConfigPath = Field(..., description="Where every artifact of the run is written (relative to the config).")
     seed: int = Field(0, ge=0, description="The seed from which every random choice in the run derives.")
     data: DataConfig
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
@@ -453,15 +470,6 @@ class RunConfig(_Strict):
         "local", description="Where the heavy stages run: in this process, or on a Ray cluster (see ray)."
     )
     ray: RayConfig = Field(default_factory=RayConfig)
-
-    @field_validator("run_dir")
-    @classmethod
-    def _resolve_run_dir(cls, value: Path, info: ValidationInfo) -> Path:
-        base = (info.context or {}).get("base_dir")
-        path = value.expanduser()
-        if not path.is_absolute() and base is not None:
-            path = Path(base) / path
-        return path.resolve()
 
     @model_validator(mode="after")
     def _run_dir_outside_inputs(self) -> RunConfig:

@@ -82,6 +82,8 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
 def _type(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
+    if origin is typing.Annotated:  # a validated type (`ConfigPath`): shown as what it holds
+        return _type(args[0])
     if origin is Literal:
         return " or ".join(f"`{a!r}`" if isinstance(a, str) else f"`{a}`" for a in args)
     if origin in (typing.Union, types.UnionType):

@@ -3,7 +3,7 @@
 A run directory holds one folder per finished stage (`<run_dir>/<stage>/`), each with a completion marker written
 last. Every module that reads or writes an artifact takes its path from here, so a file is renamed in one place and a
 reader never needs another stage's module to find what that stage wrote. A stage writes into its work folder
-(`<stage>.partial/`, see `quadselect.runner`), so each stage's files are described relative to a folder: the same
+(`<stage>.partial/`, see `quadselect.run`), so each stage's files are described relative to a folder: the same
 class names the files of a finished stage and of one being written::
 
     layout = RunLayout(run_dir)
@@ -26,6 +26,9 @@ EVALUATION_STAGES = ("train", "evaluate")
 
 UPSTREAM_OF_SELECT = SELECTION_STAGES[: SELECTION_STAGES.index("select")]
 """The stages a selection is computed from: what `selection.json`'s audit fingerprints and what method runs share."""
+
+THROUGH_EXPORT = SELECTION_STAGES[: SELECTION_STAGES.index("export") + 1]
+"""The stages that make and export a selection: what a report shows, and what the runs of one method share."""
 
 MARKER = "_COMPLETE.json"
 """Written last into a finished stage folder: the stage's fingerprint, arguments, summary and timings."""
@@ -132,10 +135,10 @@ class SelectFiles(StageFiles):
     def selection(self) -> Path:
         return self.root / "selection.json"
 
-    @property
-    def quad_state(self) -> Path:
-        """Quad's whole state after its last finished round: what a killed select stage resumes from."""
-        return self.root / "quad_state.json"
+    def checkpoint(self, method: str) -> Path:
+        """A method's whole state after its last finished step (`quad_state.json` for Quad's rounds): what a killed
+        select stage resumes from."""
+        return self.root / f"{method}_state.json"
 
     @property
     def trajectory(self) -> Path:

@@ -10,43 +10,33 @@ of the fingerprints of the stages it read. So:
 - a stage killed midway leaves only `<stage>.partial/`; stages that can resume inside themselves (per shard, per
   round) keep their finished pieces there, guarded by the same fingerprint.
 
-Only one process may work in a run directory at a time (an advisory `flock`, released by the kernel when the process
-dies; a lock left to an orphaned child of a dead run is detected as stale and broken, see `run_dir_lock`). A full disk
-stops the run with a message saying which stage was writing; published results are never touched by a failed stage.
+Only one process may work in a run directory at a time (`quadselect.lock`). A full disk stops the run with a message
+saying which stage was writing; published results are never touched by a failed stage. Every path of the run
+directory comes from `quadselect.layout`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import hashlib
 import json
 import logging
-import os
-import re
 import shutil
-import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from quadselect import __version__
-from quadselect.atomic import TMP_PREFIX, read_json, write_json, write_text
+from quadselect.atomic import publish_directory, read_json, remove_temporaries, write_json, write_text
 from quadselect.config import RunConfig, resolved_yaml
 from quadselect.engine import Executor, LocalExecutor, make_executor
 from quadselect.errors import DiskFullError, RunDirError
-from quadselect.layout import RunLayout
+from quadselect.layout import ARGS_FILE, RunLayout, StageFiles
+from quadselect.lock import run_dir_lock
 from quadselect.resources import is_disk_full
 
 log = logging.getLogger(__name__)
-
-MARKER = "_COMPLETE.json"
-ARGS_FILE = "_ARGS.json"
-LOCK_FILE = ".lock"
-ACQUIRE_LOCK_FILE = ".lock-acquire"
 
 
 @dataclass
@@ -140,132 +130,9 @@ def fingerprint(stage: Stage, config: RunConfig, upstream: dict[str, str]) -> tu
     return hashlib.sha256(blob).hexdigest()[:16], args
 
 
-@contextlib.contextmanager
-def run_dir_lock(run_dir: Path) -> Iterator[None]:
-    """Hold the run directory for this process; a second process gets a clear error naming the holder instead of
-    corrupting it.
-
-    The lock is an `flock` on `.lock`, which the kernel releases when the holder dies; the file names the holder. A
-    process the holder forked inherits the lock, though, and can outlive it: when the named holder is dead (and on this
-    host, so its pid means something here) while the lock is still held, the lock is stale and is broken by putting a
-    new `.lock` file in place. Locks are taken under a second, briefly held lock (`.lock-acquire`), so two processes
-    never both decide to break a lock, nor break one that was just taken.
-    """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with _briefly_locked(run_dir / ACQUIRE_LOCK_FILE):
-        fh = _take_lock(run_dir / LOCK_FILE)
-    try:
-        yield
-    finally:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-        fh.close()
-
-
-@contextlib.contextmanager
-def _briefly_locked(path: Path, wait_s: float = 30.0) -> Iterator[None]:
-    with open(path, "a") as fh:
-        deadline = time.monotonic() + wait_s
-        while not _try_flock(fh):
-            if time.monotonic() > deadline:
-                raise RunDirError(f"{path}: another process has been taking the run directory's lock for {wait_s:.0f}s")
-            time.sleep(0.05)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def _try_flock(fh: IO[str]) -> bool:
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno in (errno.EAGAIN, errno.EACCES):
-            return False
-        raise
-    return True
-
-
-def _take_lock(lock_path: Path) -> IO[str]:
-    fh = open(lock_path, "a+")  # noqa: SIM115 - held open for the lock's lifetime, closed by run_dir_lock
-    if not _try_flock(fh):
-        fh.close()
-        holder = _lock_owner(lock_path)
-        if _owner_may_be_alive(holder):
-            who = f"pid {holder['pid']} on {holder['host']}, since {holder['since']}" if holder else "owner unknown"
-            raise RunDirError(
-                f"{lock_path.parent} is in use by another quadselect process ({who}). Wait for it to finish, or "
-                "use another run_dir. (The lock is released automatically when that process exits.)"
-            )
-        log.warning(
-            "%s: the lock's owner (pid %s) is dead, but the lock is still held, by a process it started that inherited "
-            "it; breaking the stale lock",
-            lock_path.parent,
-            holder["pid"],
-        )
-        fh = _fresh_lock_file(lock_path)
-    fh.seek(0)
-    fh.truncate()
-    fh.write(f"pid {os.getpid()} host {socket.gethostname()} pidns {_pid_namespace()} since {time.strftime('%F %T')}\n")
-    fh.flush()
-    return fh
-
-
-def _lock_owner(lock_path: Path) -> dict[str, Any] | None:
-    try:
-        text = lock_path.read_text()
-    except OSError:
-        return None
-    match = re.match(r"pid (\d+) host (\S+) pidns (\S+) since (.+)", text.strip())
-    if match is None:
-        return None
-    return {"pid": int(match[1]), "host": match[2], "pidns": match[3], "since": match[4]}
-
-
-def _owner_may_be_alive(owner: dict[str, Any] | None) -> bool:
-    """False only when the owner is known to be dead: same host, same pid namespace, and no such process."""
-    if owner is None or owner["host"] != socket.gethostname() or owner["pidns"] != _pid_namespace():
-        return True
-    try:
-        os.kill(owner["pid"], 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _pid_namespace() -> str:
-    try:
-        return str(os.stat("/proc/self/ns/pid").st_ino)
-    except OSError:
-        return "-"
-
-
-def _fresh_lock_file(lock_path: Path) -> IO[str]:
-    """A new lock file, locked, renamed over the stale one (whose orphaned holder keeps only the old inode)."""
-    tmp = lock_path.with_name(f"{TMP_PREFIX}{lock_path.name}.{os.getpid()}")
-    fh = open(tmp, "w+")  # noqa: SIM115 - returned to run_dir_lock, which closes it
-    if not _try_flock(fh):
-        fh.close()
-        raise RunDirError(f"{tmp}: cannot lock a fresh lock file")
-    os.replace(tmp, lock_path)
-    return fh
-
-
-def remove_temporaries(directory: Path, *, recursive: bool) -> None:
-    """Delete `.tmp-*` files and folders: a kill between writing a temporary and renaming it leaves one behind. They
-    are never artifacts, and unremoved they would be published with the stage and hold disk space for good."""
-    found = directory.rglob(f"{TMP_PREFIX}*") if recursive else directory.glob(f"{TMP_PREFIX}*")
-    for path in sorted(found, reverse=True):  # deepest first
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-
-
 def stage_status(run_dir: Path, name: str) -> dict[str, Any] | None:
     """The completion marker of a finished stage, or None."""
-    marker = run_dir / name / MARKER
+    marker = RunLayout(run_dir).marker(name)
     return read_json(marker) if marker.is_file() else None
 
 
@@ -276,6 +143,7 @@ class Runner:
         self.pipeline = pipeline
         self.config = config
         self.run_dir = config.run_dir
+        self.layout = RunLayout(config.run_dir)
         self._fingerprints: dict[str, str] = {}
         self._executor = executor
 
@@ -291,7 +159,7 @@ class Runner:
         with run_dir_lock(self.run_dir):
             try:
                 remove_temporaries(self.run_dir, recursive=False)
-                write_text(self.run_dir / "config.resolved.yaml", resolved_yaml(self.config))
+                write_text(self.layout.config, resolved_yaml(self.config))
                 for current in names:
                     results.append(self._run_stage(self.pipeline.stages[current], executor, force=current in forced))
             except Exception as exc:
@@ -310,10 +178,10 @@ class Runner:
         free = f"{shutil.disk_usage(self.run_dir).free / 2**20:.1f} MiB free"
         if stage is None:
             return f"disk full while writing in {self.run_dir} ({detail}; {free}). Free space and run again."
-        final, work = self.run_dir / stage, self.run_dir / f"{stage}.partial"
+        final, work = self.layout.stage_dir(stage), self.layout.partial_dir(stage)
         kept = (
             f"{final} still holds the previous complete {stage} result, unchanged."
-            if (final / MARKER).is_file()
+            if self.layout.marker(stage).is_file()
             else f"There was no earlier {stage} result."
         )
         return (
@@ -324,9 +192,9 @@ class Runner:
     def _run_stage(self, stage: Stage, executor: Executor, *, force: bool) -> StageResult:
         upstream = {dep: self._fingerprints[dep] for dep in stage.requires}
         fp, args = fingerprint(stage, self.config, upstream)
-        final = self.run_dir / stage.name
-        work = self.run_dir / f"{stage.name}.partial"
-        old = self.run_dir / f"{stage.name}.old"
+        final = self.layout.stage_dir(stage.name)
+        work = self.layout.partial_dir(stage.name)
+        old = self.layout.old_dir(stage.name)
         for path in (final, work, old):
             if path.is_symlink():
                 raise RunDirError(
@@ -342,12 +210,12 @@ class Runner:
             self._fingerprints[stage.name] = fp
             return StageResult(stage.name, True, done.get("summary", {}), 0.0, final)
 
-        marker_in_work = work / MARKER
+        marker_in_work = StageFiles(work).marker
         if marker_in_work.is_file() and read_json(marker_in_work).get("fingerprint") == fp and not force:
             # Killed between finishing and publishing: publish now.
-            self._publish(work, final, old)
+            publish_directory(work, final, old)
             self._fingerprints[stage.name] = fp
-            summary = read_json(final / MARKER).get("summary", {})
+            summary = read_json(self.layout.marker(stage.name)).get("summary", {})
             return StageResult(stage.name, True, summary, 0.0, final)
 
         self._prepare_work_dir(work, fp, args, force=force)
@@ -355,7 +223,7 @@ class Runner:
             config=self.config,
             name=stage.name,
             work_dir=work,
-            inputs={dep: self.run_dir / dep for dep in stage.requires},
+            inputs={dep: self.layout.stage_dir(dep) for dep in stage.requires},
             executor=executor,
         )
         log.info("%s: running -> %s", stage.name, final)
@@ -375,7 +243,7 @@ class Runner:
                 "quadselect_version": __version__,
             },
         )
-        self._publish(work, final, old)
+        publish_directory(work, final, old)
         self._fingerprints[stage.name] = fp
         log.info("%s: done in %.1fs", stage.name, wall)
         return StageResult(stage.name, False, summary, wall, final)
@@ -393,12 +261,3 @@ class Runner:
         work.mkdir(parents=True, exist_ok=True)
         if not args_file.is_file():
             write_json(args_file, {"fingerprint": fp, **args})
-
-    @staticmethod
-    def _publish(work: Path, final: Path, old: Path) -> None:
-        """Swap the finished work directory into place; each step is a rename, so a kill leaves a resumable state."""
-        if final.exists():
-            os.replace(final, old)
-        os.replace(work, final)
-        if old.exists():
-            shutil.rmtree(old)

@@ -7,9 +7,10 @@ import pytest
 from quadselect.api import run_pipeline
 from quadselect.config import load_config
 from quadselect.data import prepare as prepare_module
-from quadselect.data.prepare import prepared_shards
+from quadselect.data.shards import ShardSet
 from quadselect.data.tokenizer import count_tokens, load_tokenizer
 from quadselect.errors import InputDataError
+from quadselect.layout import RunLayout
 from tests.support import make_config, texts, write_jsonl
 
 
@@ -24,7 +25,7 @@ def _files(directory: Path) -> dict[str, bytes]:
 def test_prepare_writes_bounded_token_counted_shards(small_inputs: Path) -> None:
     cfg = load_config(make_config(small_inputs))
     [result] = run_pipeline(cfg, until="prepare")
-    pool = prepared_shards(cfg.run_dir, "pool")
+    pool = ShardSet(RunLayout(cfg.run_dir).prepare.pool)
     assert [s["docs"] for s in pool.index["shards"]] == [100, 100, 100]
     table = pool.read()
     assert table.column_names == ["doc_id", "text", "n_tokens", "source"]
@@ -42,7 +43,7 @@ def test_prepare_writes_bounded_token_counted_shards(small_inputs: Path) -> None
 def test_shards_respect_the_byte_bound(small_inputs: Path) -> None:
     cfg = load_config(make_config(small_inputs, prepare={"shard_max_docs": 10_000, "shard_max_bytes": 4000}))
     run_pipeline(cfg, until="prepare")
-    pool = prepared_shards(cfg.run_dir, "pool")
+    pool = ShardSet(RunLayout(cfg.run_dir).prepare.pool)
     assert len(pool.files) > 3
     for file in pool.files:
         text_bytes = sum(len(t.encode()) for t in pq.read_table(file)["text"].to_pylist())
@@ -67,8 +68,8 @@ def test_existing_tokenizer_is_loaded_from_a_path(small_inputs: Path, tmp_path: 
     tok_dir = first.run_dir / "prepare" / "tokenizer"
     second = load_config(make_config(small_inputs, run_dir=str(tmp_path / "b"), tokenizer={"path": str(tok_dir)}))
     run_pipeline(second, until="prepare")
-    a = prepared_shards(first.run_dir, "pool").read()["n_tokens"].to_pylist()
-    b = prepared_shards(second.run_dir, "pool").read()["n_tokens"].to_pylist()
+    a = ShardSet(RunLayout(first.run_dir).prepare.pool).read()["n_tokens"].to_pylist()
+    b = ShardSet(RunLayout(second.run_dir).prepare.pool).read()["n_tokens"].to_pylist()
     assert a == b
 
 

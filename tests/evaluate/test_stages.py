@@ -14,7 +14,7 @@ from quadselect.atomic import read_json
 from quadselect.cli import app
 from quadselect.config import RunConfig
 from quadselect.errors import ConfigError
-from quadselect.evaluate.stages import evaluation_pipeline
+from quadselect.pipeline import evaluation_pipeline
 from quadselect.run import Runner
 from quadselect.stages.select import select_args
 

@@ -19,11 +19,16 @@ from quadselect.influence import (
 from quadselect.influence.ekfac import eigenvectors, to_eigenbasis
 from quadselect.influence.factors import (
     Covariances,
+    FactorPasses,
+    InProcess,
+    context_length,
     correction_sums,
     covariance_sums,
     eigendecompose,
     fit_covariances,
+    fit_factors_over_units,
 )
+from quadselect.influence.hooks import compute_dtype
 from tests.influence.tiny import autograd_document_grads, padded_batch, tiny_gpt2, tiny_llama
 
 
@@ -130,6 +135,35 @@ def test_sums_fitted_on_parts_of_the_sample_add_up_to_the_whole(llama, llama_lay
     assert split.n_docs == corrected.n_docs
     for layer in llama_layers:
         torch.testing.assert_close(split.squares[layer], corrected.squares[layer])
+
+
+def test_factors_fitted_over_units_are_those_of_one_pass(llama, llama_layers, batches, factors):
+    """The `factors` stage's way (units of batches fitted apart, as by workers, reduced in unit order) and the
+    library's single pass are one orchestration: the same factors, up to the rounding of the reduction order."""
+    max_length = context_length(llama)
+    passes = FactorPasses(llama, llama_layers, seed=3, per_head=True, max_length=max_length)
+    units = [(i, batches[i : i + 2]) for i in range(0, len(batches), 2)]
+    split = fit_factors_over_units(
+        units,
+        InProcess(passes),
+        llama_layers,
+        dtype=compute_dtype(llama),
+        fisher="sampled",
+        seed=3,
+        damping=0.1,
+        damping_mode="relative",
+        per_head=True,
+        max_length=max_length,
+    )
+    assert len(units) == 2 and split.metadata == factors.metadata
+    generator = torch.Generator().manual_seed(0)
+    grads = {
+        name: torch.randn(2, *layer.eigenvalue_correction.shape, generator=generator).double()
+        for name, layer in factors.layers.items()
+    }
+    whole = ihvp(factors, grads)
+    for name, value in ihvp(split, grads).items():
+        torch.testing.assert_close(value, whole[name], rtol=1e-9, atol=1e-12)
 
 
 def test_per_head_blocks_are_the_diagonal_blocks_of_full_s(llama, llama_layers, batches):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from quadselect.run import run_dir_lock
+from quadselect.lock import run_dir_lock
 from tests.reliability import harness
 from tests.reliability.conftest import STAGES, ReferenceRun, artifact_view, write_config
 
@@ -79,7 +79,7 @@ def test_lock_left_to_an_orphaned_worker_of_a_killed_run_is_broken(
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         assert (tmp_path / ".lock").read_text().startswith(f"pid {holder.pid} host {socket.gethostname()} ")
 
-        with caplog.at_level(logging.WARNING, logger="quadselect.run"), run_dir_lock(tmp_path):
+        with caplog.at_level(logging.WARNING, logger="quadselect.lock"), run_dir_lock(tmp_path):
             assert (tmp_path / ".lock").read_text().startswith(f"pid {os.getpid()} ")
         assert f"the lock's owner (pid {holder.pid}) is dead" in caplog.text
         assert "by a process it started that inherited it; breaking the stale lock" in caplog.text

@@ -15,8 +15,9 @@ import torch
 
 from quadselect.config import load_config
 from quadselect.errors import MemoryLimitError
+from quadselect.layout import RunLayout
 from quadselect.resources import available_memory, is_out_of_memory, map_batches, shard_byte_limit
-from quadselect.stages.influence import PoolScorer
+from quadselect.stages.workers import load_scorer
 from tests.reliability import harness
 from tests.reliability.conftest import STAGES, ReferenceRun, artifact_view, write_config
 
@@ -38,9 +39,10 @@ def test_scorer_halves_its_batch_on_out_of_memory_and_scores_the_same(reference_
     torch's real allocator). The scorer backs off to a batch that fits and the scores are those of a roomy device."""
     cfg = load_config(reference_run.root / "uninterrupted.yaml")
     texts = [json.loads(line)["text"] for line in (reference_run.root / "pool.jsonl").read_text().splitlines()[:24]]
-    expected, expected_loss = PoolScorer(reference_run.run_dir, cfg.factors, batch_size=8).score_texts(texts)
+    layout = RunLayout(reference_run.run_dir)
+    expected, expected_loss = load_scorer(layout, cfg.factors, batch_size=8).score_texts(texts)
 
-    scorer = PoolScorer(reference_run.run_dir, cfg.factors, batch_size=8)
+    scorer = load_scorer(layout, cfg.factors, batch_size=8)
     calls = {"failed": 0}
 
     def ceiling(module, args, kwargs) -> None:

@@ -46,7 +46,7 @@ def copy_run(config: RunConfig, dest: Path, **overrides: Any) -> RunConfig:
 
 
 def comparison_payload() -> dict[str, Any]:
-    """A comparison.json as `quadselect.evaluate.compare` writes it (schema quadselect.comparison/1)."""
+    """A comparison.json as `quadselect.compare.comparison_document` makes it (schema quadselect.comparison/1)."""
 
     def stats(*values: float) -> dict[str, Any]:
         return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)), "values": list(values)}

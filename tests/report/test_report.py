@@ -4,7 +4,6 @@ the method comparison when an evaluation wrote one, and a baseline without a ban
 from __future__ import annotations
 
 import csv
-import math
 import shutil
 from pathlib import Path
 
@@ -16,9 +15,10 @@ from quadselect.atomic import read_json, write_text
 from quadselect.config import ReportConfig, RunConfig
 from quadselect.errors import QuadselectError
 from quadselect.report import build_report
-from quadselect.report.artifacts import changed_args, load_artifacts
+from quadselect.report.artifacts import changed_args
 from quadselect.report.build import extreme_documents
 from quadselect.run import StageResult
+from quadselect.stages.report import load_artifacts
 from tests.report.conftest import copy_run
 
 Run = tuple[RunConfig, dict[str, StageResult]]
@@ -75,7 +75,7 @@ def test_tables_agree_with_the_run(report_run: Run) -> None:
 
 def test_the_report_is_deterministic(report_run: Run, tmp_path: Path) -> None:
     config, _ = report_run
-    build_report(config.run_dir, tmp_path, config.report, seed=config.seed_for("report"))
+    build_report(load_artifacts(config.run_dir), tmp_path, config.report, seed=config.seed_for("report"))
     stage_dir = config.run_dir / "report"
     written = sorted(p.name for p in tmp_path.iterdir())
     assert written == sorted(p.name for p in stage_dir.iterdir() if not p.name.startswith("_"))
@@ -125,13 +125,13 @@ def test_a_baseline_report_leaves_out_what_it_does_not_have(report_run: Run, tmp
 def test_a_configured_comparison_that_is_missing_is_an_error(report_run: Run, tmp_path: Path) -> None:
     config, _ = report_run
     with pytest.raises(QuadselectError, match=r"report\.comparison"):
-        build_report(config.run_dir, tmp_path, ReportConfig(comparison=tmp_path / "nowhere.json"))
+        load_artifacts(config.run_dir, tmp_path / "nowhere.json")
 
 
 def test_a_run_without_export_cannot_be_reported(tmp_path: Path) -> None:
     (tmp_path / "prepare").mkdir()
     with pytest.raises(QuadselectError, match="prepare stage has not finished"):
-        build_report(tmp_path, tmp_path / "out")
+        load_artifacts(tmp_path)
 
 
 def test_changed_args_shows_only_what_differs_from_the_defaults() -> None:
@@ -150,16 +150,11 @@ def test_changed_args_shows_only_what_differs_from_the_defaults() -> None:
     assert changed_args({"report": report}) == {"report.map_docs": 50}
 
 
-def test_a_run_without_scored_parquet_shows_the_selected_scores_and_says_so(report_run: Run, tmp_path: Path) -> None:
-    config, results = report_run
+def test_a_run_without_scored_parquet_is_incomplete_and_says_how_to_fix_it(report_run: Run, tmp_path: Path) -> None:
+    config, _ = report_run
     run_dir = tmp_path / "run"
     shutil.copytree(config.run_dir, run_dir)
     (run_dir / "select" / "scored.parquet").unlink()
-    art = load_artifacts(run_dir)
-    manifest = pq.read_table(run_dir / "select" / "manifest.parquet").to_pydict()
-    scored = [r for r, s in zip(manifest["row"], manifest["score"], strict=True) if math.isfinite(s)]
-    assert sorted(art.scored_rows) == sorted(scored)
-    assert art.scored_rows.size < results["select"].summary["docs_scored"]
-    report = build_report(run_dir, tmp_path / "out")
-    assert "scores" in report.figures
-    assert "--force select" in report.html.read_text(encoding="utf-8")
+    with pytest.raises(QuadselectError, match=r"scored\.parquet is missing") as info:
+        load_artifacts(run_dir)
+    assert "--force select" in str(info.value)

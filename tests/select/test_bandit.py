@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from quadselect.select.bandit import ClusterBandit, NeighbourGraph, default_gamma
+from quadselect.cluster.graph import NeighbourGraph
+from quadselect.select.bandit import ClusterBandit
 
 
 def test_ucb_without_neighbours_matches_hand_computation() -> None:
@@ -114,32 +115,3 @@ def test_state_for_another_arm_count_is_refused() -> None:
 def test_non_finite_reward_is_refused() -> None:
     with pytest.raises(ValueError, match="not finite"):
         ClusterBandit(2, 1.0).credit(0, float("nan"))
-
-
-def test_graph_from_dense_keeps_pairs_within_radius() -> None:
-    dist = np.array([[0.0, 0.1, 0.5], [0.1, 0.0, 0.2], [0.5, 0.2, 0.0]])
-    graph = NeighbourGraph.from_dense(dist, radius=0.3)
-    assert graph.indptr.tolist() == [0, 1, 3, 4]
-    assert graph.neighbours(1)[0].tolist() == [0, 2]
-    np.testing.assert_allclose(graph.neighbours(1)[1], [0.1, 0.2])
-    assert graph.neighbours(2)[0].tolist() == [1]
-
-
-def test_graph_validation() -> None:
-    with pytest.raises(ValueError, match="indices"):
-        NeighbourGraph(np.array([0, 1]), np.array([5]), np.array([0.1]))
-    with pytest.raises(ValueError, match="distances"):
-        NeighbourGraph(np.array([0, 1, 1]), np.array([1]), np.array([-0.1]))
-    with pytest.raises(ValueError, match="outside"):
-        NeighbourGraph.from_dict({4: ([0], [0.1])}, n_arms=2)
-
-
-def test_default_gamma_is_median_distance_to_the_k_plus_first_neighbour() -> None:
-    rng = np.random.default_rng(0)
-    dist = rng.uniform(0.1, 1.0, size=(6, 6))
-    dist = (dist + dist.T) / 2
-    np.fill_diagonal(dist, 0.0)
-    graph = NeighbourGraph.from_dense(dist, radius=np.inf)
-    fourth = np.sort(dist + np.eye(6) * 9, axis=1)[:, 3]
-    assert default_gamma(graph, k=3) == pytest.approx(np.median(fourth))
-    assert default_gamma(NeighbourGraph.empty(4)) == 0.0

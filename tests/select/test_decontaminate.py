@@ -56,3 +56,18 @@ def test_ngram_hashes_depend_on_order_and_length() -> None:
     assert ngram_hashes(h, 3).size == 2
     assert ngram_hashes(h, 5).size == 0
     assert ngram_hashes(h[:3], 3)[0] != ngram_hashes(h[[2, 1, 0]], 3)[0]
+
+
+def test_compact_merges_what_was_added_without_changing_any_answer() -> None:
+    words = [f"w{i}" for i in range(30)]
+    texts = [" ".join(words[:15]), " ".join(words[10:25]), " ".join(words[:15])]
+    lazy, compacted = NgramIndex(n=13), NgramIndex(n=13)
+    lazy.add(texts)
+    compacted.add(texts)
+    compacted.compact()
+    compacted.compact()  # idempotent
+    assert len(compacted) == len(lazy) == 6  # the repeated text's n-grams are stored once
+    for text in (" ".join(words), " ".join(reversed(words)), " ".join(words[5:20])):
+        assert compacted.count_matches(text) == lazy.count_matches(text)
+    compacted.add([" ".join(words[15:30])])  # adding after compacting still counts
+    assert len(compacted) == 9

@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 
 from quadselect.api import run_pipeline
 from quadselect.cli import app
-from quadselect.cluster import load_neighbour_graph
+from quadselect.cluster import auto_gamma, load_neighbour_graph
 from quadselect.config import load_config
 from quadselect.embed import open_embedding_shards
 from quadselect.errors import ConfigError
@@ -99,6 +99,15 @@ def test_embed_resumes_only_unfinished_shards(topical_inputs, monkeypatch) -> No
     monkeypatch.setattr(embed_stage, "embed_texts", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
     run_pipeline(cfg, until="embed")
     assert len(calls) == 2  # only shards 2 and 3 were embedded again
+
+
+def test_auto_gamma_is_the_rule_on_the_centroids(topical_inputs) -> None:
+    cfg = _config(topical_inputs, cluster={"gamma": "auto"})
+    [*_, cluster] = run_pipeline(cfg, until="cluster")
+    gamma = auto_gamma(np.load(cfg.run_dir / "cluster" / "centroids.npy"))
+    assert cluster.summary["gamma"] == gamma
+    graph = load_neighbour_graph(cfg.run_dir / "cluster" / "neighbours.npz")
+    assert np.all(graph.distances < gamma)
 
 
 def test_k_larger_than_pool_is_a_clear_error(topical_inputs) -> None:

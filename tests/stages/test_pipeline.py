@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
+import types
 from pathlib import Path
 
 import numpy as np
@@ -12,14 +14,41 @@ import pytest
 
 from quadselect.api import run_pipeline
 from quadselect.atomic import read_json
+from quadselect.config import RunConfig
 from quadselect.errors import ConfigError
+from quadselect.layout import RunLayout, SelectFiles
+from quadselect.select.method import Method
+from quadselect.select.methods import METHODS
 from quadselect.stages import select as select_stage
 from tests.stages.conftest import tiny_config
 from tests.support import write_jsonl
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def _manifest(run_dir: Path) -> dict:
     return pq.read_table(run_dir / "select" / "manifest.parquet").to_pydict()
+
+
+def _eligible(cfg: RunConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The pool rows a method chose from (all but those dropped as contaminated) and their token counts, read from
+    the cluster stage's assignments and the select stage's list of dropped documents."""
+    layout = RunLayout(cfg.run_dir)
+    assignments = pq.read_table(layout.cluster.assignments, columns=["doc_id", "n_tokens"]).to_pydict()
+    dropped = set(read_json(layout.select.decontaminated)["doc_ids"])
+    rows = np.array([i for i, doc in enumerate(assignments["doc_id"]) if doc not in dropped])
+    return rows, np.asarray(assignments["n_tokens"])[rows]
+
+
+def _taken(order: list[int], tokens: np.ndarray, budget: int) -> list[int]:
+    """The budget rule, written out: take documents in order while the running total is below the budget."""
+    taken, total = [], 0
+    for position in order:
+        if total >= budget:
+            break
+        taken.append(position)
+        total += int(tokens[position])
+    return taken
 
 
 def test_quad_end_to_end_prefers_the_reference_topic(topic_pool: Path) -> None:
@@ -59,6 +88,28 @@ def test_every_baseline_fills_the_same_budget(topic_pool: Path, method: str) -> 
         assert summary["clusters_used"] == 4
 
 
+def _docs_example() -> Method:
+    """The method the worked example of docs/selection-methods.md defines, run from the page's own code block."""
+    page = (ROOT / "docs" / "selection-methods.md").read_text(encoding="utf-8")
+    code = next(b for b in re.findall(r"```python\n(.*?)```", page, re.DOTALL) if 'METHOD = Method("longest"' in b)
+    module = types.ModuleType("longest")
+    exec(compile(code, "docs/selection-methods.md", "exec"), module.__dict__)
+    return module.METHOD
+
+
+def test_the_docs_worked_example_runs_as_a_registered_method(topic_pool: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    method = _docs_example()
+    monkeypatch.setitem(METHODS, method.name, method)  # the registration, for this test only
+    cfg = tiny_config(topic_pool, select={"method": "longest"})
+    summary = {r.name: r for r in run_pipeline(cfg, until="select")}["select"].summary
+    rows, row_tokens = _eligible(cfg)
+    longest_first = sorted(range(rows.size), key=lambda i: -row_tokens[i])  # stable: ties in pool order
+    manifest = _manifest(cfg.run_dir)
+    assert manifest["row"] == rows[_taken(longest_first, row_tokens, summary["budget_tokens"])].tolist()
+    assert summary["method"] == "longest" and summary["shortest_selected"] == min(manifest["n_tokens"])
+    assert read_json(cfg.run_dir / "select" / "selection.json")["shortest_selected"] == summary["shortest_selected"]
+
+
 def test_quad_killed_mid_run_resumes_to_the_identical_selection(
     topic_pool: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -66,12 +117,13 @@ def test_quad_killed_mid_run_resumes_to_the_identical_selection(
     run_pipeline(clean, until="select")
 
     killed = tiny_config(topic_pool, run_dir=str(tmp_path / "killed"))
+    quad_state = SelectFiles(RunLayout(killed.run_dir).partial_dir("select")).checkpoint("quad")
     real_write = select_stage.write_json
     writes = {"n": 0}
 
     def dying_write(path, obj):
         real_write(path, obj)
-        if Path(path).name == select_stage.QUAD_STATE:
+        if Path(path) == quad_state:
             writes["n"] += 1
             if writes["n"] == 4:
                 raise KeyboardInterrupt("kill after round checkpoint")
@@ -79,7 +131,7 @@ def test_quad_killed_mid_run_resumes_to_the_identical_selection(
     monkeypatch.setattr(select_stage, "write_json", dying_write)
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(killed, until="select")
-    assert (killed.run_dir / "select.partial" / select_stage.QUAD_STATE).is_file()
+    assert quad_state.is_file()
     monkeypatch.setattr(select_stage, "write_json", real_write)
     run_pipeline(killed, until="select")
     resumed, uninterrupted = _manifest(killed.run_dir), _manifest(clean.run_dir)

@@ -1,19 +1,18 @@
-"""The `prepare` stage: read the pool, reference and eval inputs; write normalized, token-counted shards.
+"""Reading the inputs into normalized, token-counted shards: the core of the `prepare` stage.
 
-It runs in three resumable steps inside the stage's work directory:
+Three steps, each writing into directories it is given (the stage makes them resumable, `quadselect.stages.prepare`):
 
-1. `raw/`: stream every input through the bad-input policies into raw shards, and draw the seeded tokenizer sample;
-2. `tokenizer/`: train the byte-level BPE on that sample (or load the configured tokenizer);
-3. `<role>/shard-*.parquet`: add token counts shard by shard (a killed run redoes only unfinished shards).
+1. `read_inputs`: stream every input through the bad-input policies into raw shards, one folder per role, and draw
+   the seeded tokenizer sample;
+2. `build_tokenizer`: train the byte-level BPE on that sample (or load the configured tokenizer);
+3. `ShardTokenCounter`: add token counts to a raw shard (a worker; one shard at a time, written atomically).
 
 Memory is bounded by one batch of documents plus the tokenizer sample, never by the pool.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import shutil
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,85 +22,37 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from transformers import PreTrainedTokenizerBase
 
-from quadselect.atomic import atomic_path, read_json, write_json
-from quadselect.audit import input_fingerprints
-from quadselect.config import RunConfig, SourceSpec
+from quadselect.atomic import atomic_path
+from quadselect.config import DataConfig, PrepareConfig, SourceSpec, TokenizerConfig
 from quadselect.data.normalize import Document, IdRegistry, iter_documents
 from quadselect.data.problems import ProblemReport
-from quadselect.data.shards import (
-    INDEX_FILE,
-    RAW_SCHEMA,
-    SHARD_SCHEMA,
-    ShardSet,
-    ShardWriter,
-    write_index,
-)
+from quadselect.data.shards import RAW_SCHEMA, SHARD_SCHEMA, ShardSet, ShardWriter, write_index
 from quadselect.data.tokenizer import count_tokens, load_tokenizer, train_bpe_tokenizer
 from quadselect.errors import InputDataError
 from quadselect.progress import progress_bar
 from quadselect.resources import available_memory, shard_byte_limit
-from quadselect.run import StageContext
 
 log = logging.getLogger(__name__)
 
 ROLES = ("pool", "reference", "eval")
-TOKENIZER_DIR = "tokenizer"
+TOKENIZER_SAMPLE = "tokenizer_sample.parquet"
 
 
-def prepare_args(config: RunConfig) -> dict[str, Any]:
-    return {
-        "data": config.data.model_dump(mode="json"),
-        "tokenizer": config.tokenizer.model_dump(mode="json"),
-        "prepare": config.prepare.model_dump(mode="json"),
-        "seed": config.seed,
-    }
-
-
-def run_prepare(ctx: StageContext) -> dict[str, Any]:
-    cfg = ctx.config
-    raw_dir = ctx.work_dir / "raw"
-    raw_summary = _read_inputs(cfg, raw_dir, ctx.seed)
-    _tokenizer_step(cfg, raw_dir, ctx.work_dir / TOKENIZER_DIR)
-    roles = [role for role in ROLES if role in raw_summary["roles"]]
-    _count_tokens_step(ctx, raw_dir, roles)
-    summary: dict[str, Any] = {
-        "problems": raw_summary["problems"],
-        "roles": {
-            role: _role_summary(raw_dir / role, ctx.work_dir / role, raw_summary["roles"][role]) for role in roles
-        },
-        "shard_max_bytes": raw_summary.get("shard_max_bytes"),
-        "inputs": raw_summary.get("inputs"),
-    }
-    shutil.rmtree(raw_dir)
-    summary["tokenizer"] = str(cfg.run_dir / "prepare" / TOKENIZER_DIR)
-    pool = summary["roles"]["pool"]
-    log.info(
-        "prepare: pool %d documents, %d tokens in %d shards; reference %d documents",
-        pool["docs"],
-        pool["tokens"],
-        pool["shards"],
-        summary["roles"]["reference"]["docs"],
-    )
-    return summary
-
-
-def _specs(cfg: RunConfig) -> dict[str, list[SourceSpec]]:
-    specs = {"pool": cfg.data.pool, "reference": cfg.data.reference}
-    if cfg.data.eval:
-        specs["eval"] = cfg.data.eval
+def _specs(data: DataConfig) -> dict[str, list[SourceSpec]]:
+    specs = {"pool": data.pool, "reference": data.reference}
+    if data.eval:
+        specs["eval"] = data.eval
     return specs
 
 
-def _read_inputs(cfg: RunConfig, raw_dir: Path, seed: int) -> dict[str, Any]:
-    """Step 1; reused as a whole when a previous attempt finished it."""
-    done = raw_dir / "_DONE.json"
-    if done.is_file():
-        return read_json(done)
-    if raw_dir.exists():
-        shutil.rmtree(raw_dir)
-    policy = cfg.prepare
-    inputs = input_fingerprints(cfg)  # before reading: the audit trail of what this run was given
+def read_inputs(
+    data: DataConfig, policy: PrepareConfig, tokenizer: TokenizerConfig, raw_dir: Path, seed: int
+) -> dict[str, Any]:
+    """Step 1: every role's documents as raw shards in `raw_dir/<role>/` (and, unless a tokenizer is configured, the
+    seeded tokenizer sample); returns the problems found, the documents and characters per source of each role, and
+    the shard byte bound used."""
     shard_bytes = shard_byte_limit(policy.shard_max_bytes, available_memory())
     if shard_bytes < policy.shard_max_bytes:
         log.warning(
@@ -111,10 +62,10 @@ def _read_inputs(cfg: RunConfig, raw_dir: Path, seed: int) -> dict[str, Any]:
             policy.shard_max_bytes / 2**20,
         )
     report = ProblemReport(max_examples=policy.report_examples)
-    sampler = _Reservoir(cfg.tokenizer.train_docs, cfg.tokenizer.train_chars_per_doc, seed)
-    want_sample = cfg.tokenizer.path is None
+    sampler = _Reservoir(tokenizer.train_docs, tokenizer.train_chars_per_doc, seed)
+    want_sample = tokenizer.path is None
     roles: dict[str, Any] = {}
-    for role, specs in _specs(cfg).items():
+    for role, specs in _specs(data).items():
         writer = ShardWriter(raw_dir / role, RAW_SCHEMA, max_docs=policy.shard_max_docs, max_bytes=shard_bytes)
         per_source: dict[str, Counter[str]] = defaultdict(Counter)
         ids = IdRegistry()
@@ -144,10 +95,8 @@ def _read_inputs(cfg: RunConfig, raw_dir: Path, seed: int) -> dict[str, Any]:
         roles[role] = {"sources": {k: dict(v) for k, v in sorted(per_source.items())}}
         log.info("prepare: read %d %s documents", sum(v["docs"] for v in per_source.values()), role)
     if want_sample:
-        pq.write_table(pa.table({"text": sampler.texts()}), raw_dir / "tokenizer_sample.parquet")
-    result = {"problems": report.to_dict(), "roles": roles, "shard_max_bytes": shard_bytes, "inputs": inputs}
-    write_json(done, result)
-    return result
+        pq.write_table(pa.table({"text": sampler.texts()}), raw_dir / TOKENIZER_SAMPLE)
+    return {"problems": report.to_dict(), "roles": roles, "shard_max_bytes": shard_bytes}
 
 
 def _describe(spec: SourceSpec) -> str:
@@ -197,24 +146,15 @@ class _Reservoir:
         return self.items
 
 
-def _tokenizer_step(cfg: RunConfig, raw_dir: Path, out_dir: Path) -> None:
-    """Step 2: the tokenizer saved inside the stage, so later stages, workers and users load it from there."""
-    if (out_dir / "tokenizer.json").is_file() or (out_dir / "tokenizer_config.json").is_file():
-        return
-    if cfg.tokenizer.path is not None:
-        tokenizer = load_tokenizer(cfg.tokenizer.path)
-        log.info("prepare: loaded tokenizer %s", cfg.tokenizer.path)
-    else:
-        texts = pq.read_table(raw_dir / "tokenizer_sample.parquet")["text"].to_pylist()
-        log.info(
-            "prepare: training a %d-token byte-level BPE on %d sampled documents", cfg.tokenizer.vocab_size, len(texts)
-        )
-        tokenizer = train_bpe_tokenizer(texts, cfg.tokenizer.vocab_size)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tokenizer.save_pretrained(str(tmp))
-    tmp.rename(out_dir)
+def build_tokenizer(cfg: TokenizerConfig, raw_dir: Path) -> PreTrainedTokenizerBase:
+    """Step 2: the configured tokenizer, or a byte-level BPE trained on the sample step 1 drew into `raw_dir`."""
+    if cfg.path is not None:
+        tokenizer = load_tokenizer(cfg.path)
+        log.info("prepare: loaded tokenizer %s", cfg.path)
+        return tokenizer
+    texts = pq.read_table(raw_dir / TOKENIZER_SAMPLE)["text"].to_pylist()
+    log.info("prepare: training a %d-token byte-level BPE on %d sampled documents", cfg.vocab_size, len(texts))
+    return train_bpe_tokenizer(texts, cfg.vocab_size)
 
 
 class ShardTokenCounter:
@@ -247,35 +187,9 @@ class ShardTokenCounter:
         return {"docs": len(texts)}
 
 
-def _count_tokens_step(ctx: StageContext, raw_dir: Path, roles: list[str]) -> None:
-    """Step 3: one counted shard per raw shard, every role's shards in one pass of the executor."""
-    items, done = [], 0
-    total = 0
-    for role in roles:
-        (ctx.work_dir / role).mkdir(parents=True, exist_ok=True)
-        for entry in ShardSet(raw_dir / role).index["shards"]:
-            total += int(entry["docs"])
-            dest = ctx.work_dir / role / entry["file"]
-            if dest.is_file():
-                done += int(entry["docs"])
-            else:
-                items.append({"raw": str(raw_dir / role / entry["file"]), "dest": str(dest)})
-    with progress_bar("prepare: counting tokens", total=total, unit="docs") as bar:
-        bar.update(done)
-        in_process = ctx.executor.in_process
-        worker = functools.partial(
-            ShardTokenCounter,
-            str(ctx.work_dir / TOKENIZER_DIR),
-            ctx.config.prepare.batch_docs,
-            bar.update if in_process else None,
-        )
-        for result in ctx.executor.stream(worker, items):
-            if not in_process:
-                bar.update(int(result["docs"]))
-
-
-def _role_summary(raw_dir: Path, out_dir: Path, raw_stats: dict[str, Any]) -> dict[str, Any]:
-    """The counted shards' index, and documents, tokens and characters per source."""
+def role_summary(raw_dir: Path, out_dir: Path, raw_stats: dict[str, Any]) -> dict[str, Any]:
+    """Writes the index of the counted shards in `out_dir` (those of `raw_dir`, counted); returns the role's
+    documents, tokens and characters, in total and per source (`raw_stats`: step 1's figures for the role)."""
     shards = []
     tokens_by_source: Counter[str] = Counter()
     for entry in ShardSet(raw_dir).index["shards"]:
@@ -292,18 +206,9 @@ def _role_summary(raw_dir: Path, out_dir: Path, raw_stats: dict[str, Any]) -> di
         "chars": sum(v["chars"] for v in sources.values()),
         "shards": len(shards),
         "sources": sources,
-        "path": str(out_dir.parent.parent / "prepare" / out_dir.name),
     }
 
 
 def _write_table_atomic(table: pa.Table, dest: Path) -> None:
     with atomic_path(dest) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-
-
-def prepared_shards(run_dir: Path, role: str) -> ShardSet:
-    """The finished shards of one role (pool, reference or eval) of a run."""
-    directory = run_dir / "prepare" / role
-    if not (directory / INDEX_FILE).is_file():
-        raise InputDataError(f"{directory}: no prepared {role} shards. Run `quadselect prepare` first.")
-    return ShardSet(directory)

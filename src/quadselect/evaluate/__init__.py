@@ -2,7 +2,7 @@
 
 from quadselect.evaluate.cloze import ClozeExample, ClozeResult, build_cloze, cloze_accuracy
 from quadselect.evaluate.metrics import HeldOut, document_nll, evaluate_model, set_loss
-from quadselect.evaluate.train import build_model, selection_texts, train_on_texts
+from quadselect.evaluate.train import build_model, train_on_texts
 
 __all__ = [
     "ClozeExample",
@@ -13,7 +13,6 @@ __all__ = [
     "cloze_accuracy",
     "document_nll",
     "evaluate_model",
-    "selection_texts",
     "set_loss",
     "train_on_texts",
 ]

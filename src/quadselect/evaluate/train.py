@@ -8,21 +8,15 @@ every pass when the selection is smaller, so every method's model sees the same 
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
-import pyarrow.parquet as pq
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from quadselect.atomic import read_json
 from quadselect.config import TrainConfig
 from quadselect.errors import QuadselectError
 from quadselect.proxy import build_llama, encode_texts, pack_blocks, special_token_ids, train_causal_lm
 from quadselect.proxy.train import Progress, TrainResult
-from quadselect.stages.select import SELECTION_JSON
 
 
 def build_model(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, seed: int) -> PreTrainedModel:
@@ -77,20 +71,3 @@ def train_on_texts(
         progress=progress,
     )
     return model, result
-
-
-def selection_texts(export_dir: Path) -> list[str]:
-    """The texts of an exported selection, in the export's order (shuffled by the run seed)."""
-    return list(_iter_selection_texts(export_dir))
-
-
-def _iter_selection_texts(export_dir: Path) -> Iterator[str]:
-    selection = read_json(export_dir / SELECTION_JSON)
-    for entry in selection["files"]:
-        path = export_dir / entry["file"]
-        if path.name.endswith(".parquet"):
-            yield from pq.read_table(path, columns=["text"])["text"].to_pylist()
-        else:
-            with gzip.open(path, "rt", encoding="utf-8") as fh:
-                for line in fh:
-                    yield json.loads(line)["text"]

@@ -6,6 +6,7 @@ Typical use::
     factors = fit_factors(model, pool_batches, layers)          # on a sample of the pool
     g_hat = reference_direction(model, reference_batches, layers, factors)
     result = InfluenceScorer(model, layers, g_hat).score(input_ids, attention_mask)
+    scores, losses = TextScorer(model, tokenizer, layers, g_hat, max_length=512, max_windows=4).score_texts(texts)
 
 Batches are dicts with right-padded ``input_ids`` and ``attention_mask``.
 """
@@ -22,6 +23,7 @@ from quadselect.influence.loss import document_losses, split_long_documents
 from quadselect.influence.projection import ProjectedScorer
 from quadselect.influence.reference import reference_direction
 from quadselect.influence.scoring import InfluenceScorer, ScoreResult
+from quadselect.influence.text_scorer import TextScorer
 
 __all__ = [
     "DEFAULT_INCLUDE",
@@ -32,6 +34,7 @@ __all__ = [
     "LayerSpec",
     "ProjectedScorer",
     "ScoreResult",
+    "TextScorer",
     "document_losses",
     "estimate_factor_memory",
     "find_tracked_layers",

@@ -5,6 +5,11 @@ A = E[a aᵀ] and S = E[g gᵀ] over tokens, :func:`eigendecompose` diagonalizes
 :func:`fit_eigenvalue_correction` measures Λ* = E[(Q_Sᵀ ∇W Q_A)²] over per-document gradients.
 :func:`fit_factors` runs all three. Fit on a sample of the *pool* (the training distribution).
 
+Both data passes produce sums over *units* of batches that add up, so the same sequence
+(:func:`fit_factors_over_units`) runs in this process (:func:`fit_factors`) or with the units
+spread over workers that each hold the model (the `factors` stage): the units, their reduction
+order and the seeds are the same, and so are the factors, bit for bit.
+
 Fisher: by default targets are **sampled** from the model's own predictive distribution, giving
 the true Fisher, which equals the Gauss–Newton matrix G of docs/method.md for softmax
 cross-entropy. The empirical Fisher (the data's own next tokens, ``fisher="empirical"``) is
@@ -15,9 +20,9 @@ documents dominate it (Kunstner et al., 2019). Offered for ablations and library
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -44,6 +49,11 @@ logger = logging.getLogger(__name__)
 
 Batch = Mapping[str, Tensor]
 Fisher = Literal["sampled", "empirical"]
+Bases = dict[str, tuple[Tensor | None, Tensor]]
+"""(Q_A, Q_S) per layer; Q_A is None for a diagonal A (embeddings)."""
+Unit = tuple[int, Iterable[Batch]]
+"""What one task fits: some consecutive batches of the sample and the index of the first one, which seeds the
+Fisher's labels (:func:`batch_generator`), so a unit's sums are the same wherever it is fitted."""
 
 
 def context_length(model: nn.Module) -> int | None:
@@ -230,7 +240,7 @@ def fit_covariances(
     return sums.means()
 
 
-def eigendecompose(covariances: Covariances, dtype: torch.dtype) -> dict[str, tuple[Tensor | None, Tensor]]:
+def eigendecompose(covariances: Covariances, dtype: torch.dtype) -> Bases:
     """(Q_A, Q_S) per layer, decomposed in float64 and stored in ``dtype``.
 
     A diagonal A (embeddings) has the identity as eigenbasis: Q_A is None.
@@ -246,7 +256,7 @@ def correction_sums(
     model: nn.Module,
     batches: Iterable[Batch],
     layers: dict[str, LayerSpec],
-    bases: dict[str, tuple[Tensor | None, Tensor]],
+    bases: Bases,
     *,
     fisher: Fisher = "sampled",
     seed: int = 1,
@@ -289,7 +299,7 @@ def fit_eigenvalue_correction(
     model: nn.Module,
     batches: Iterable[Batch],
     layers: dict[str, LayerSpec],
-    bases: dict[str, tuple[Tensor | None, Tensor]],
+    bases: Bases,
     *,
     fisher: Fisher = "sampled",
     seed: int = 1,
@@ -305,7 +315,7 @@ def fit_eigenvalue_correction(
 
 def assemble_factors(
     layers: dict[str, LayerSpec],
-    bases: dict[str, tuple[Tensor | None, Tensor]],
+    bases: Bases,
     corrections: dict[str, Tensor],
     *,
     n_tokens: int,
@@ -338,13 +348,122 @@ def assemble_factors(
     )
 
 
-def _reiterable(batches: Iterable[Batch]) -> Iterable[Batch]:
-    if iter(batches) is batches:
-        raise TypeError(
-            "fit_factors reads the batches twice (covariances, then eigenvalue correction); "
-            "pass a list or another re-iterable collection, not a generator"
+@dataclass
+class FactorPasses:
+    """The two data passes of EK-FAC over one unit of batches, as sums that add up across units.
+
+    What a worker holding the model runs; the seeds of the two passes (``seed`` for the covariances, ``seed + 1``
+    for the eigenvalue correction) are fixed here, once, for every way of running them.
+    """
+
+    model: nn.Module
+    layers: dict[str, LayerSpec]
+    fisher: Fisher = "sampled"
+    seed: int = 0
+    per_head: bool = False
+    max_length: int | None = None
+    progress: Progress | None = None
+
+    def covariances(self, unit: Unit) -> CovarianceSums:
+        first, batches = unit
+        return covariance_sums(
+            self.model,
+            batches,
+            self.layers,
+            fisher=self.fisher,
+            seed=self.seed,
+            per_head=self.per_head,
+            max_length=self.max_length,
+            progress=self.progress,
+            first_batch=first,
         )
-    return batches
+
+    def corrections(self, unit: Unit, bases: Bases) -> CorrectionSums:
+        first, batches = unit
+        return correction_sums(
+            self.model,
+            batches,
+            self.layers,
+            bases,
+            fisher=self.fisher,
+            seed=self.seed + 1,
+            max_length=self.max_length,
+            progress=self.progress,
+            first_batch=first,
+        )
+
+
+class PassRunner(Protocol):
+    """Runs a :class:`FactorPasses` method over units, results in unit order: :class:`InProcess`, or an executor's
+    worker pool whose workers each hold a :class:`FactorPasses`-like object (`quadselect.engine.WorkerPool`)."""
+
+    def map(self, method: str, items: Iterable[Any], *shared: Any) -> Iterator[Any]: ...
+
+
+@dataclass
+class InProcess:
+    """A :class:`PassRunner` that runs the passes here, one unit after the other."""
+
+    passes: FactorPasses
+
+    def map(self, method: str, items: Iterable[Any], *shared: Any) -> Iterator[Any]:
+        run = getattr(self.passes, method)
+        return (run(item, *shared) for item in items)
+
+
+S = TypeVar("S", CovarianceSums, CorrectionSums)
+
+
+def _reduce(parts: Iterable[S]) -> S:
+    """The sum of the parts, left to right (the order fixes the floating-point result)."""
+    total = None
+    for part in parts:
+        total = part if total is None else total + part
+    if total is None:
+        raise ValueError("no batch to fit the factors on (the sample is empty)")
+    return total
+
+
+def fit_factors_over_units(
+    units: Sequence[Unit],
+    runner: PassRunner,
+    layers: dict[str, LayerSpec],
+    *,
+    dtype: torch.dtype,
+    fisher: Fisher,
+    seed: int,
+    damping: float,
+    damping_mode: DampingMode,
+    per_head: bool,
+    max_length: int | None,
+    progress: Progress | None = None,
+) -> EkfacFactors:
+    """EK-FAC factors from the runner's two passes over ``units``: covariance sums reduced in unit order,
+    eigendecomposed here, then eigenvalue-correction sums under those bases, reduced the same way.
+
+    The settings are those the runner's :class:`FactorPasses` were built with; they are saved with the factors.
+    ``progress`` wraps each pass's stream of per-unit results.
+    """
+    covariance_parts = runner.map("covariances", units)
+    covariances = _reduce(with_progress(covariance_parts, progress, "factors: covariances"))
+    logger.info("covariances fitted on %d tokens", covariances.n_tokens)
+    bases = eigendecompose(covariances.means(), dtype)
+    correction_parts = runner.map("corrections", units, bases)
+    corrections = _reduce(with_progress(correction_parts, progress, "factors: eigenvalue correction"))
+    logger.info("eigenvalue correction fitted on %d documents", corrections.n_docs)
+    return assemble_factors(
+        layers,
+        bases,
+        corrections.means(),
+        n_tokens=covariances.n_tokens,
+        n_docs=corrections.n_docs,
+        fisher=fisher,
+        seed=seed,
+        damping=damping,
+        damping_mode=damping_mode,
+        per_head=per_head,
+        max_length=max_length,
+    )
 
 
 def fit_factors(
@@ -361,44 +480,26 @@ def fit_factors(
     progress: Progress | None = None,
 ) -> EkfacFactors:
     """Fit EK-FAC factors for ``layers`` on ``batches`` (dicts of right-padded input_ids and
-    attention_mask); two passes over the data.
+    attention_mask); two passes over the data, in this process, as one unit.
 
     ``per_head`` uses one S block per attention head on projections whose outputs are laid out
     by head (LayerSpec.head_dim set): cheaper eigendecompositions, fewer cross-head terms.
     ``max_length`` defaults to the model's context length; longer documents are cut into windows.
     """
-    batches = _reiterable(batches)
+    if iter(batches) is batches:
+        raise TypeError(
+            "fit_factors reads the batches twice (covariances, then eigenvalue correction); "
+            "pass a list or another re-iterable collection, not a generator"
+        )
     max_length = max_length or context_length(model)
-    dtype = compute_dtype(model)
-    covariances = fit_covariances(
-        model,
-        batches,
-        layers,
-        fisher=fisher,
-        seed=seed,
-        per_head=per_head,
-        max_length=max_length,
-        progress=progress,
+    passes = FactorPasses(
+        model, layers, fisher=fisher, seed=seed, per_head=per_head, max_length=max_length, progress=progress
     )
-    logger.info("covariances fitted on %d tokens", covariances.n_tokens)
-    bases = eigendecompose(covariances, dtype)
-    corrections, n_docs = fit_eigenvalue_correction(
-        model,
-        batches,
+    return fit_factors_over_units(
+        [(0, batches)],
+        InProcess(passes),
         layers,
-        bases,
-        fisher=fisher,
-        seed=seed + 1,
-        max_length=max_length,
-        progress=progress,
-    )
-    logger.info("eigenvalue correction fitted on %d documents", n_docs)
-    return assemble_factors(
-        layers,
-        bases,
-        corrections,
-        n_tokens=covariances.n_tokens,
-        n_docs=n_docs,
+        dtype=compute_dtype(model),
         fisher=fisher,
         seed=seed,
         damping=damping,

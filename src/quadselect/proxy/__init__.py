@@ -11,11 +11,13 @@ from quadselect.proxy.model import (
 )
 from quadselect.proxy.tokens import (
     DocBatch,
+    encode_documents,
     encode_texts,
     iter_blocks,
     iter_doc_batches,
     pack_blocks,
     pad_documents,
+    token_batches,
 )
 from quadselect.proxy.train import TrainResult, evaluate_loss, row_nll, train_causal_lm
 
@@ -23,6 +25,7 @@ __all__ = [
     "DocBatch",
     "TrainResult",
     "build_llama",
+    "encode_documents",
     "encode_texts",
     "evaluate_loss",
     "iter_blocks",
@@ -36,5 +39,6 @@ __all__ = [
     "row_nll",
     "save_proxy",
     "special_token_ids",
+    "token_batches",
     "train_causal_lm",
 ]

@@ -27,8 +27,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from quadselect.atomic import atomic_directory
 from quadselect.errors import ConfigError
-from quadselect.proxy._files import atomic_directory
 
 log = logging.getLogger(__name__)
 

@@ -123,6 +123,25 @@ def pad_documents(
     return pad_rows(rows, index, pad_id)
 
 
+def encode_documents(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *, max_tokens: int
+) -> tuple[list[list[int]], int]:
+    """Token ids of each text, cut at `max_tokens`, and the id to pad them with (EOS when there is no pad token)."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return [doc[:max_tokens] for doc in encode_texts(tokenizer, texts)], pad_id
+
+
+def token_batches(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *, batch_size: int, max_tokens: int
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Right-padded batches of documents truncated to `max_tokens` tokens (longer ones become windows later), as the
+    influence engine takes them."""
+    ids, pad_id = encode_documents(tokenizer, texts, max_tokens=max_tokens)
+    for start in range(0, len(ids), batch_size):
+        batch = pad_documents(ids[start : start + batch_size], pad_id=pad_id, max_len=max_tokens)
+        yield {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+
+
 def iter_doc_batches(
     docs: Iterable[Sequence[int]],
     *,

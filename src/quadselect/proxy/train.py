@@ -28,9 +28,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, load_model, save_file, save_model
 from transformers import PreTrainedModel, get_cosine_schedule_with_warmup
 
-from quadselect.atomic import TMP_PREFIX, atomic_path, read_json, write_json
+from quadselect.atomic import TMP_PREFIX, atomic_directory, atomic_path, read_json, write_json
 from quadselect.errors import RunDirError
-from quadselect.proxy._files import atomic_directory
 from quadselect.proxy.tokens import IGNORE_INDEX, DocBatch, blocks_as_batches
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""Everything the report shows, read from a finished run directory.
+"""Everything the report shows, as loaded from a finished run (`quadselect.stages.report.load_artifacts` reads the
+run directory; the report itself never looks one up).
 
 The report only reads artifacts; it never recomputes a stage. Per-document columns of the pool are read shard by
 shard for the rows that are needed (a map sample, the scored documents), so a report on a pool of hundreds of
@@ -17,16 +18,9 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from quadselect.atomic import read_json
 from quadselect.data.shards import ShardSet, read_rows
-from quadselect.errors import QuadselectError
 
 log = logging.getLogger(__name__)
-
-STAGE_ORDER = ("prepare", "embed", "cluster", "proxy", "factors", "reference", "select", "export")
-SCORED_FILE = "scored.parquet"
-COMPARISON_FILE = "comparison.json"
-METRICS_FILE = "metrics.json"
 
 
 @dataclass
@@ -52,7 +46,7 @@ class MethodResult:
 
 @dataclass
 class Comparison:
-    """Several selection methods evaluated alike (the evaluate benchmark's comparison.json), or why there is none."""
+    """Several selection methods evaluated alike (a comparison.json), or why there is none."""
 
     path: Path | None
     methods: list[MethodResult] = field(default_factory=list)
@@ -62,21 +56,25 @@ class Comparison:
 
 @dataclass
 class RunArtifacts:
-    """The finished run, as the report needs it."""
+    """A finished run (stages through `export`), as the report needs it.
 
-    run_dir: Path
+    Large per-document data stays on disk: `pool` and `assignments` are read shard by shard for the rows needed, and
+    `embeddings` are memory maps."""
+
+    run_dir: Path  # shown on the page as where the report comes from; nothing is read from it
     config_yaml: str
     stages: list[StageInfo]
     selection: dict[str, Any]
     pool: ShardSet
     pool_tokens_by_source: dict[str, int]
+    embeddings: list[np.ndarray]  # one (rows, dim) array per pool shard
+    assignments: Path  # one Parquet file per pool shard, named as the shard: doc_id, cluster, source, ...
     clusters: list[dict[str, Any]]
     manifest_rows: np.ndarray
     manifest_clusters: np.ndarray
     manifest_tokens: np.ndarray
     scored_rows: np.ndarray
     scored_scores: np.ndarray
-    scored_complete: bool  # False: only the selected documents' scores are known (a select stage from before 0.1)
     trajectory: list[dict[str, Any]] | None
     comparison: Comparison
     metrics: dict[str, Any] | None
@@ -91,90 +89,12 @@ class RunArtifacts:
         return float(tau) if tau is not None else None
 
 
-def load_artifacts(run_dir: Path, comparison_path: Path | None = None) -> RunArtifacts:
-    """Read a run directory whose stages through `export` are done; a missing stage is an error saying which."""
-    run_dir = Path(run_dir)
-    stages = []
-    for name in STAGE_ORDER:
-        marker = run_dir / name / "_COMPLETE.json"
-        if not marker.is_file():
-            raise QuadselectError(
-                f"{run_dir}: the {name} stage has not finished, so there is nothing to report on yet. Run "
-                "`quadselect run CONFIG` (or `quadselect report CONFIG`, which runs the missing stages first)."
-            )
-        done = read_json(marker)
-        stages.append(
-            StageInfo(name, float(done["wall_s"]), str(done["finished"]), done["args"].get("args", {}), done["summary"])
-        )
-    by_name = {s.name: s for s in stages}
-    pool = ShardSet(run_dir / "prepare" / "pool")
-    pool_sources = by_name["prepare"].summary.get("roles", {}).get("pool", {}).get("sources", {})
-    manifest = pq.read_table(run_dir / "export" / "manifest.parquet", columns=["row", "cluster", "n_tokens", "score"])
-    rows, scores = _scored(run_dir / "select", manifest)
-    config_file = run_dir / "config.resolved.yaml"
-    return RunArtifacts(
-        run_dir=run_dir,
-        config_yaml=config_file.read_text(encoding="utf-8") if config_file.is_file() else "",
-        stages=stages,
-        selection=read_json(run_dir / "export" / "selection.json"),
-        pool=pool,
-        pool_tokens_by_source={name: int(src["tokens"]) for name, src in sorted(pool_sources.items())},
-        clusters=pq.read_table(run_dir / "cluster" / "clusters.parquet").to_pylist(),
-        manifest_rows=manifest["row"].to_numpy().astype(np.int64),
-        manifest_clusters=manifest["cluster"].to_numpy().astype(np.int64),
-        manifest_tokens=manifest["n_tokens"].to_numpy().astype(np.int64),
-        scored_rows=rows,
-        scored_scores=scores,
-        scored_complete=(run_dir / "select" / SCORED_FILE).is_file(),
-        trajectory=_trajectory(run_dir / "select" / "trajectory.json"),
-        comparison=load_comparison(
-            comparison_path or run_dir / "evaluate" / COMPARISON_FILE, explicit=comparison_path is not None
-        ),
-        metrics=_metrics(run_dir / "evaluate" / METRICS_FILE),
-    )
-
-
-def _scored(select_dir: Path, manifest: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Every scored document (pool row, influence score): Quad's pilot and rounds, or the whole pool for top-k.
-
-    Runs whose select stage predates `scored.parquet` fall back to the scores in the manifest (selected documents
-    only)."""
-    path = select_dir / SCORED_FILE
-    if path.is_file():
-        table = pq.read_table(path, columns=["row", "score"])
-        return table["row"].to_numpy().astype(np.int64), table["score"].to_numpy().astype(np.float64)
-    scores = manifest["score"].to_numpy(zero_copy_only=False).astype(np.float64)
-    finite = np.isfinite(scores)
-    return manifest["row"].to_numpy().astype(np.int64)[finite], scores[finite]
-
-
-def _trajectory(path: Path) -> list[dict[str, Any]] | None:
-    if not path.is_file():
-        return None
-    records = read_json(path)
-    return records if isinstance(records, list) and records else None
-
-
-def _metrics(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    data = read_json(path)
-    return data if isinstance(data, dict) else None
-
-
-def load_comparison(path: Path, *, explicit: bool = False) -> Comparison:
-    """Read a comparison.json (schema `quadselect.comparison/1` from `quadselect.evaluate.compare`, or a bare list):
+def read_comparison(path: Path) -> Comparison:
+    """Read a comparison.json (schema `quadselect.comparison/1`, written by `quadselect.compare`, or a bare list):
     methods of {method, metrics, docs_scored, select_wall_s}.
 
-    A metric is {"mean": m, "std": s} or a plain number. An explicitly configured file that is missing is an error;
-    an unreadable one, or a missing default file, leaves a note in the report instead."""
-    if not path.is_file():
-        if explicit:
-            raise QuadselectError(
-                f"report.comparison: {path} does not exist. Point it at the comparison.json the evaluate benchmark "
-                "wrote, or remove the key (the report then uses <run_dir>/evaluate/comparison.json when present)."
-            )
-        return Comparison(None, note="No method comparison: run the evaluate benchmark to compare selections.")
+    A metric is {"mean": m, "std": s} or a plain number. A file that cannot be read as a comparison leaves a note in
+    the report instead: the report still shows the run."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         entries = data.get("methods") if isinstance(data, dict) else data
@@ -215,18 +135,18 @@ def _opt_float(value: Any) -> float | None:
     return None if math.isnan(number) else number
 
 
-def pool_column(run_dir: Path, pool: ShardSet, rows: np.ndarray, column: str) -> np.ndarray:
-    """A column of the cluster assignments (`cluster`, `source`, ...) for `rows`, in the order of `rows`, reading
-    only the shards that hold them."""
+def pool_column(art: RunArtifacts, rows: np.ndarray, column: str) -> np.ndarray:
+    """A column of the cluster assignments (`cluster`, `source`, ...) for pool `rows`, in the order of `rows`,
+    reading only the shards that hold them."""
     rows = np.asarray(rows, dtype=np.int64)
     order = np.argsort(rows, kind="stable")
     picked, values = [], []
     start = 0
-    for shard in pool.index["shards"]:
+    for shard in art.pool.index["shards"]:
         end = start + int(shard["docs"])
         lo, hi = np.searchsorted(rows[order], [start, end])
         if hi > lo:
-            table = pq.read_table(run_dir / "cluster" / "assignments" / shard["file"], columns=[column])
+            table = pq.read_table(art.assignments / shard["file"], columns=[column])
             picked.append(order[lo:hi])
             values.append(table[column].to_numpy(zero_copy_only=False)[rows[order[lo:hi]] - start])
         start = end

@@ -1,4 +1,4 @@
-"""Build the report: compute what each figure and table shows from the run's artifacts, then write the page.
+"""Build the report: compute what each figure and table shows from a run's loaded artifacts, then write the page.
 
 The output directory gets `report.html` (self-contained: figures inlined as PNG, no script, nothing fetched), one PNG
 per figure beside it (for papers and slides) and `clusters.csv` (every cluster, where the HTML shows the top rows).
@@ -18,9 +18,9 @@ import numpy as np
 
 from quadselect.atomic import write_bytes, write_text
 from quadselect.config import ReportConfig
-from quadselect.embed import open_embedding_shards
 from quadselect.report import figures
-from quadselect.report.artifacts import RunArtifacts, documents, load_artifacts, pool_column
+from quadselect.report.artifacts import RunArtifacts, documents, pool_column
+from quadselect.report.content import Content
 from quadselect.report.page import render_page
 
 log = logging.getLogger(__name__)
@@ -40,29 +40,14 @@ class Report:
     missing: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
-class Content:
-    """Everything the page shows, in page order; figures are PNG bytes."""
-
-    artifacts: RunArtifacts
-    options: ReportConfig
-    figures: dict[str, bytes] = field(default_factory=dict)
-    clusters: list[dict[str, Any]] = field(default_factory=list)
-    top_docs: list[dict[str, Any]] = field(default_factory=list)
-    bottom_docs: list[dict[str, Any]] = field(default_factory=list)
-    missing: dict[str, str] = field(default_factory=dict)
-    notes: dict[str, str] = field(default_factory=dict)
-
-
 def build_report(
-    run_dir: str | Path, out_dir: str | Path, options: ReportConfig | None = None, seed: int = 0
+    art: RunArtifacts, out_dir: str | Path, options: ReportConfig | None = None, seed: int = 0
 ) -> Report:
-    """Write the report of a finished run (stages through `export` done) into `out_dir`.
+    """Write the report of a finished run's artifacts into `out_dir`.
 
-    `seed` fixes the map's document sample; the same run, options and seed give byte-identical files."""
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    `seed` fixes the map's document sample; the same artifacts, options and seed give byte-identical files."""
+    out_dir = Path(out_dir)
     options = options or ReportConfig()
-    art = load_artifacts(run_dir, options.comparison)
     content = Content(art, options)
     content.figures["timings"] = figures.png_bytes(figures.timings_figure(art.stages))
     content.figures["map"] = figures.png_bytes(_map_figure(art, options.map_docs, seed))
@@ -77,11 +62,6 @@ def build_report(
         selected = np.isin(art.scored_rows, art.manifest_rows)
         content.figures["scores"] = figures.png_bytes(figures.scores_figure(art.scored_scores, selected, art.tau))
         content.top_docs, content.bottom_docs = extreme_documents(art, options.top_docs, options.snippet_chars)
-        if not art.scored_complete:
-            content.notes["scores"] = (
-                "This run's select stage did not record every scored document (select/scored.parquet), so only the "
-                "selected documents' scores are shown. `quadselect run CONFIG --force select` records them all."
-            )
     else:
         reason = f"No influence scores: the {art.method} method scores no documents."
         content.missing["scores"] = reason
@@ -109,7 +89,7 @@ def build_report(
 
 def _map_figure(art: RunArtifacts, map_docs: int, seed: int) -> Any:
     """PCA of a seeded sample of the pool's embeddings (and of selected documents), fitted on the pool sample."""
-    arrays = open_embedding_shards(art.run_dir / "embed")
+    arrays = art.embeddings
     total = sum(a.shape[0] for a in arrays)
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(total, size=min(map_docs, total), replace=False))
@@ -127,7 +107,7 @@ def _map_figure(art: RunArtifacts, map_docs: int, seed: int) -> Any:
     explained = eigenvalues[::-1][:2] / max(float(eigenvalues.sum()), 1e-12)
     pool_xy = centred @ components.T
     selected_xy = (_gather(arrays, chosen) - mean) @ components.T
-    clusters = pool_column(art.run_dir, art.pool, sample, "cluster").astype(np.int64)
+    clusters = pool_column(art, sample, "cluster").astype(np.int64)
     k = len(art.clusters)
     centre = np.zeros((k, 2))
     counts = np.bincount(clusters, minlength=k)
@@ -164,7 +144,7 @@ def cluster_rows(art: RunArtifacts) -> list[dict[str, Any]]:
         accepted.update(int(a) for a in record.get("accepted", []))
     sel_tokens = np.bincount(art.manifest_clusters, weights=art.manifest_tokens, minlength=k).astype(np.int64)
     sel_docs = np.bincount(art.manifest_clusters, minlength=k)
-    scored_clusters = pool_column(art.run_dir, art.pool, art.scored_rows, "cluster").astype(np.int64)
+    scored_clusters = pool_column(art, art.scored_rows, "cluster").astype(np.int64)
     n_scored = np.bincount(scored_clusters, minlength=k)
     score_sum = np.bincount(scored_clusters, weights=art.scored_scores, minlength=k)
     rows = []
@@ -199,7 +179,7 @@ def extreme_documents(
     picked = np.concatenate([top, bottom])
     rows = art.scored_rows[picked]
     docs = documents(art.pool, rows)
-    clusters = pool_column(art.run_dir, art.pool, rows, "cluster")
+    clusters = pool_column(art, rows, "cluster")
     selected = np.isin(rows, art.manifest_rows)
     out = []
     for i, doc in enumerate(docs):

@@ -10,13 +10,11 @@ import base64
 import html
 import json
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from quadselect import __version__
 from quadselect.report.artifacts import format_args
-
-if TYPE_CHECKING:
-    from quadselect.report.build import Content
+from quadselect.report.content import Content
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1f2933;background:#fafafa}
@@ -116,11 +114,10 @@ def _figure(content: Content, name: str) -> str:
     if png is None:
         return f'<p class="missing" data-missing="{name}">{_e(content.missing.get(name, "Not available."))}</p>'
     data = base64.b64encode(png).decode("ascii")
-    note = f'<p class="missing">{_e(content.notes[name])}</p>' if name in content.notes else ""
     return (
         f'<figure id="fig-{name}" data-figure="{name}"><img src="data:image/png;base64,{data}" '
         f'alt="{_e(name)} figure"><figcaption>{_e(CAPTIONS.get(name, ""))} '
-        f'<a href="{name}.png">{name}.png</a></figcaption></figure>{note}'
+        f'<a href="{name}.png">{name}.png</a></figcaption></figure>'
     )
 
 

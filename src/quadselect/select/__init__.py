@@ -6,9 +6,12 @@ Pure logic on arrays; a scorer is any callable ``score_fn(doc_indices) -> scores
     result.selected            # document indices, in the order taken
 
 All selectors obey the same budget rule (`budget.take_to_budget`): at most one document over the budget.
+
+The selection methods `select.method` names (`quadselect.select.methods`, docs/selection-methods.md) wrap these
+algorithms behind one call signature: each declares the inputs it needs (`method.Need`) and returns a `Selection`.
 """
 
-from quadselect.select.bandit import ClusterBandit, NeighbourGraph, default_gamma
+from quadselect.select.bandit import ClusterBandit
 from quadselect.select.baselines import (
     cluster_balanced_selection,
     perplexity_band_selection,
@@ -23,7 +26,6 @@ from quadselect.select.quad import QuadParams, QuadResult, QuadSelector, Resolve
 __all__ = [
     "ClusterBandit",
     "Contamination",
-    "NeighbourGraph",
     "NgramIndex",
     "QuadParams",
     "QuadResult",
@@ -31,7 +33,6 @@ __all__ = [
     "ResolvedParams",
     "ScoreFn",
     "cluster_balanced_selection",
-    "default_gamma",
     "dsir_selection",
     "find_contamination",
     "fit_log_ratio",

@@ -27,96 +27,12 @@ Choices the paper leaves open, fixed here:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class NeighbourGraph:
-    """Sparse centroid neighbourhoods in CSR form: arm i's neighbours are `indices[indptr[i]:indptr[i+1]]` at
-    centroid distances `distances[indptr[i]:indptr[i+1]]`. An arm listed as its own neighbour is ignored."""
-
-    indptr: np.ndarray
-    indices: np.ndarray
-    distances: np.ndarray
-
-    def __post_init__(self) -> None:
-        indptr = np.asarray(self.indptr, dtype=np.int64)
-        indices = np.asarray(self.indices, dtype=np.int64)
-        distances = np.asarray(self.distances, dtype=np.float64)
-        if indptr.ndim != 1 or indptr.size == 0 or indptr[0] != 0 or np.any(np.diff(indptr) < 0):
-            raise ValueError("indptr must be a non-decreasing 1-D array starting at 0 (CSR layout)")
-        if indices.shape != distances.shape or indices.ndim != 1 or indptr[-1] != indices.size:
-            raise ValueError("indices and distances must be 1-D, equally long, and end where indptr ends")
-        n_arms = indptr.size - 1
-        if indices.size and (indices.min() < 0 or indices.max() >= n_arms):
-            raise ValueError(f"neighbour indices must lie in [0, {n_arms})")
-        if distances.size and not (np.all(np.isfinite(distances)) and distances.min() >= 0):
-            raise ValueError("neighbour distances must be finite and non-negative")
-        object.__setattr__(self, "indptr", indptr)
-        object.__setattr__(self, "indices", indices)
-        object.__setattr__(self, "distances", distances)
-
-    @property
-    def n_arms(self) -> int:
-        return self.indptr.size - 1
-
-    def neighbours(self, arm: int) -> tuple[np.ndarray, np.ndarray]:
-        """(neighbour indices, distances) of one arm."""
-        lo, hi = self.indptr[arm], self.indptr[arm + 1]
-        return self.indices[lo:hi], self.distances[lo:hi]
-
-    @classmethod
-    def empty(cls, n_arms: int) -> NeighbourGraph:
-        """No neighbours: every reward is credited to its own arm only."""
-        return cls(np.zeros(n_arms + 1, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0))
-
-    @classmethod
-    def from_dense(cls, distances: np.ndarray, radius: float) -> NeighbourGraph:
-        """Keep the pairs i ≠ j of a K×K centroid distance matrix with d(i, j) < radius."""
-        distances = np.asarray(distances, dtype=np.float64)
-        if distances.ndim != 2 or distances.shape[0] != distances.shape[1]:
-            raise ValueError(f"a dense distance matrix must be square, got shape {distances.shape}")
-        keep = distances < radius
-        np.fill_diagonal(keep, False)
-        rows, cols = np.nonzero(keep)
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=distances.shape[0]))])
-        return cls(indptr, cols, distances[rows, cols])
-
-    @classmethod
-    def from_dict(cls, mapping: Mapping[int, tuple[Sequence[int], Sequence[float]]], n_arms: int) -> NeighbourGraph:
-        """Build from {arm: (neighbour indices, distances)}; arms missing from the mapping have no neighbours."""
-        extra = set(mapping) - set(range(n_arms))
-        if extra:
-            raise ValueError(f"arms {sorted(extra)[:5]} are outside [0, {n_arms})")
-        pairs = [mapping.get(arm, ((), ())) for arm in range(n_arms)]
-        indices = [np.asarray(neigh, dtype=np.int64) for neigh, _ in pairs]
-        dists = [np.asarray(dist, dtype=np.float64) for _, dist in pairs]
-        for arm, (neigh, dist) in enumerate(zip(indices, dists, strict=True)):
-            if neigh.shape != dist.shape:
-                raise ValueError(f"arm {arm}: {neigh.size} neighbours but {dist.size} distances")
-        indptr = np.concatenate([[0], np.cumsum([neigh.size for neigh in indices])])
-        return cls(indptr, np.concatenate(indices), np.concatenate(dists))
-
-
-def default_gamma(graph: NeighbourGraph, k: int = 3) -> float:
-    """γ such that a typical arm shares credit with its `k` nearest neighbours: the median, over arms with a listed
-    neighbour, of the distance to the (k+1)-th nearest one (the farthest listed, when fewer are listed). 0 (no
-    sharing) for an empty graph.
-
-    The paper's γ = 0.2 is a distance on its embedder's scale; this rule adapts to whatever scale the cluster stage
-    used.
-    """
-    cutoffs = []
-    for arm in range(graph.n_arms):
-        neigh, dist = graph.neighbours(arm)
-        dist = np.sort(dist[neigh != arm])
-        if dist.size:
-            cutoffs.append(dist[min(k, dist.size - 1)])
-    return float(np.median(cutoffs)) if cutoffs else 0.0
+from quadselect.cluster.graph import NeighbourGraph
 
 
 class ClusterBandit:

@@ -1,6 +1,6 @@
 """Baselines every comparison includes (docs/method.md), each filling the same token budget by the rule of
 `budget.py` (never more than one document over). Each returns document indices in the order they were taken.
-DSIR lives in `dsir.py`.
+DSIR lives in `dsir.py`; the selection methods of the same names (`quadselect.select.methods`) call these.
 """
 
 from __future__ import annotations

@@ -71,12 +71,21 @@ class NgramIndex:
                 self._pending.setdefault(length, []).append(ngram_hashes(hashes, length))
 
     def __len__(self) -> int:
-        self._compact()
+        self.compact()
         return sum(s.size for s in self._sets.values())
+
+    def compact(self) -> None:
+        """Merge the n-grams added so far into one sorted array per length (what lookups search). Lookups do it
+        themselves; call it before sending the index to workers, so that each does not redo it."""
+        for length, parts in self._pending.items():
+            if length in self._sets:
+                parts = [self._sets[length], *parts]
+            self._sets[length] = np.unique(np.concatenate(parts))
+        self._pending.clear()
 
     def count_matches(self, text: str) -> int:
         """How many n-grams of `text` (positions, over every indexed length) are in the index."""
-        self._compact()
+        self.compact()
         hashes = _word_hashes(normalize_words(text))
         matches = 0
         for length, known in self._sets.items():
@@ -85,13 +94,6 @@ class NgramIndex:
                 pos = np.minimum(np.searchsorted(known, grams), known.size - 1)
                 matches += int(np.count_nonzero(known[pos] == grams))
         return matches
-
-    def _compact(self) -> None:
-        for length, parts in self._pending.items():
-            if length in self._sets:
-                parts = [self._sets[length], *parts]
-            self._sets[length] = np.unique(np.concatenate(parts))
-        self._pending.clear()
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from quadselect.select.bandit import ClusterBandit, NeighbourGraph, default_gamma
+from quadselect.cluster.graph import NeighbourGraph, gamma_of
+from quadselect.select.bandit import ClusterBandit
 from quadselect.select.budget import as_token_counts, take_to_budget
 
 logger = logging.getLogger(__name__)
@@ -47,48 +49,48 @@ ExplorePolicy = Literal["round_robin", "none"]
 STATE_VERSION = 1
 
 
-@dataclass(frozen=True)
-class QuadParams:
-    """Knobs of the Quad loop; None / "auto" means derived from the pool (rules in `resolve_params`).
+class QuadKnobs(BaseModel):
+    """The knobs of the Quad loop a user sets, declared and validated here only: they are also the `select` section's
+    keys of the same names (`quadselect.config.SelectConfig` inherits them). None / "auto" means derived from the
+    pool by the rules of `resolve_params`; the module docstring and docs/method.md say what each one does.
 
-    alpha (α): exploration weight of the Cluster Score. tau (τ): reward threshold on influence scores.
-    arms_per_round (B), docs_per_arm (m), chunk_tokens, gamma (γ): see the module docstring and docs/method.md.
-    alpha_sd, tau_percentile, pilot_docs: the calibration used when alpha/tau are "auto".
-    target_accepts: how many accepts should fill the budget (at least K are used); sets the default chunk size.
     explore: "round_robin" visits every cluster once (in a seeded order) before trusting CS; "none" trusts CS from
     the start (all arms tie at 0 before the first credit, so the first round is a seeded random pick).
     """
 
-    alpha: float | Literal["auto"] = "auto"
-    tau: float | Literal["auto"] = "auto"
-    arms_per_round: int | None = None
-    docs_per_arm: int | None = None
-    chunk_tokens: int | None = None
-    gamma: float | Literal["auto"] = "auto"
-    max_rounds: int | None = None
-    explore: ExplorePolicy = "round_robin"
-    alpha_sd: float = 0.25
-    tau_percentile: float = 70.0
-    pilot_docs: int = 64
-    target_accepts: int = 100
+    model_config = ConfigDict(extra="forbid", validate_default=True)
 
-    def __post_init__(self) -> None:
-        for name in ("alpha", "tau", "gamma"):
-            value = getattr(self, name)
-            if isinstance(value, str) and value != "auto":
-                raise ValueError(f"{name} must be a number or 'auto', got {value!r}")
-        if self.alpha != "auto" and self.alpha < 0:
-            raise ValueError(f"alpha must be non-negative, got {self.alpha}")
-        for name in ("arms_per_round", "docs_per_arm", "chunk_tokens", "max_rounds"):
-            value = getattr(self, name)
-            if value is not None and value < (0 if name == "max_rounds" else 1):
-                raise ValueError(f"{name} must be positive, got {value}")
-        if self.explore not in ("round_robin", "none"):
-            raise ValueError(f"explore must be 'round_robin' or 'none', got {self.explore!r}")
-        if not 0 <= self.tau_percentile <= 100:
-            raise ValueError(f"tau_percentile must lie in [0, 100], got {self.tau_percentile}")
-        if self.pilot_docs < 2 or self.target_accepts < 1 or self.alpha_sd < 0:
-            raise ValueError("pilot_docs must be >= 2, target_accepts >= 1 and alpha_sd >= 0")
+    alpha: float | Literal["auto"] = Field("auto", description="α, UCB exploration weight ('auto': 0.25 × pilot sd).")
+    tau: float | Literal["auto"] = Field("auto", description="τ, reward threshold ('auto': pilot's tau_percentile).")
+    tau_percentile: float = Field(70.0, ge=0, le=100, description="Percentile of pilot scores used as τ.")
+    alpha_sd: float = Field(0.25, ge=0, description="α as a multiple of the pilot scores' standard deviation.")
+    pilot_docs: int = Field(64, ge=2, description="Random documents scored first to calibrate τ and α.")
+    arms_per_round: int | None = Field(None, gt=0, description="B, clusters pulled per round (null: K/8, 1..50).")
+    docs_per_arm: int | None = Field(None, gt=0, description="m, documents scored per pulled cluster (null: rule).")
+    chunk_tokens: int | None = Field(None, gt=0, description="Unscored tokens an accepted cluster adds (null: rule).")
+    max_rounds: int | None = Field(None, ge=0, description="Stop after this many rounds (null: no cap).")
+    explore: ExplorePolicy = Field("round_robin", description="First pass over every cluster?")
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha_non_negative(cls, value: float | str) -> float | str:
+        if value != "auto" and value < 0:  # type: ignore[operator]
+            raise ValueError(f"alpha must be non-negative, got {value}")
+        return value
+
+
+class QuadParams(QuadKnobs):
+    """Every knob of the Quad loop: the user's (`QuadKnobs`) and two the caller sets.
+
+    gamma (γ): the neighbour radius of credit sharing, the one the neighbour graph was built with ("auto": derived
+    from the graph). target_accepts: how many accepts should fill the budget (at least K are used); sets the default
+    chunk size.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    gamma: float | Literal["auto"] = "auto"
+    target_accepts: int = Field(100, ge=1)
 
 
 @dataclass(frozen=True)
@@ -149,10 +151,7 @@ def resolve_params(
     """Fill every None/"auto" that does not need scores (B, m, chunk_tokens, γ) from the pool and budget."""
     sizes = np.bincount(cluster_ids, minlength=n_clusters)
     cluster_tokens = np.bincount(cluster_ids, weights=n_tokens, minlength=n_clusters)
-    if params.gamma == "auto":
-        gamma = default_gamma(neighbours) if neighbours is not None else 0.0
-    else:
-        gamma = float(params.gamma)
+    gamma = gamma_of(neighbours) if params.gamma == "auto" else float(params.gamma)
     return ResolvedParams(
         alpha=None if params.alpha == "auto" else float(params.alpha),
         tau=None if params.tau == "auto" else float(params.tau),

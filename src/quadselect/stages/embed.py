@@ -25,6 +25,7 @@ from quadselect.embed import (
     write_array,
     write_embedding_index,
 )
+from quadselect.layout import PrepareFiles
 from quadselect.progress import progress_bar
 from quadselect.run import StageContext
 
@@ -59,7 +60,7 @@ class ShardEmbedder:
 def run_embed(ctx: StageContext) -> dict[str, Any]:
     """The `embed` stage: one float16 embedding file per pool shard; finished shards survive a kill."""
     cfg = ctx.config.embed
-    pool = ShardSet(ctx.input("prepare") / "pool")
+    pool = ShardSet(PrepareFiles(ctx.input("prepare")).pool)
     shards = pool.index["shards"]
     log.info(
         "embed: %d documents in %d shards with %s (first %d tokens) on %s",

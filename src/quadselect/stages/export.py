@@ -17,13 +17,11 @@ import pyarrow.parquet as pq
 from quadselect.atomic import read_json, write_json
 from quadselect.config import RunConfig
 from quadselect.data.shards import ShardSet, write_documents
+from quadselect.layout import UPSTREAM_OF_SELECT, ExportFiles, PrepareFiles, SelectFiles
 from quadselect.progress import progress_bar
 from quadselect.run import StageContext, stage_status
-from quadselect.stages.select import MANIFEST, SELECTION_JSON
 
 log = logging.getLogger(__name__)
-
-DOCS_DIR = "documents"
 
 
 def export_args(config: RunConfig) -> dict[str, Any]:
@@ -32,22 +30,26 @@ def export_args(config: RunConfig) -> dict[str, Any]:
 
 def run_export(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.config.export
-    manifest = pq.read_table(ctx.input("select") / MANIFEST)
-    pool = ShardSet(ctx.input("prepare") / "pool")
+    selected = SelectFiles(ctx.input("select"))
+    work = ExportFiles(ctx.work_dir)
+    manifest = pq.read_table(selected.manifest)
+    pool = ShardSet(PrepareFiles(ctx.input("prepare")).pool)
     order = np.random.default_rng(ctx.seed).permutation(manifest.num_rows)
     rows = manifest["row"].to_numpy()[order]
     tokens = manifest["n_tokens"].to_numpy()[order]
     shard_of = np.cumsum(tokens) // cfg.shard_tokens
     shard_of = np.concatenate([[0], shard_of[:-1]])  # a document starting a new shard goes into it whole
 
-    out_dir = ctx.work_dir / DOCS_DIR
+    out_dir = work.documents
     out_dir.mkdir(exist_ok=True)
     suffix = "jsonl.gz" if cfg.format == "jsonl" else "parquet"
     files, todo = [], []
     for shard in np.unique(shard_of):
         in_shard = np.flatnonzero(shard_of == shard)
         name = f"part-{int(shard):05d}.{suffix}"
-        files.append({"file": f"{DOCS_DIR}/{name}", "docs": int(in_shard.size), "tokens": int(tokens[in_shard].sum())})
+        files.append(
+            {"file": f"{out_dir.name}/{name}", "docs": int(in_shard.size), "tokens": int(tokens[in_shard].sum())}
+        )
         if not (out_dir / name).is_file():
             todo.append({"path": str(out_dir / name), "rows": rows[in_shard].tolist(), "format": cfg.format})
     with progress_bar("export", total=int(rows.size), unit="docs") as bar:
@@ -55,19 +57,18 @@ def run_export(ctx: StageContext) -> dict[str, Any]:
         for written in ctx.executor.map(write_documents, todo, shared=(str(pool.directory),)):
             bar.update(written)
 
-    shutil.copyfile(ctx.input("select") / MANIFEST, ctx.work_dir / MANIFEST)
-    selection = read_json(ctx.input("select") / SELECTION_JSON)
+    shutil.copyfile(selected.manifest, work.manifest)
+    selection = read_json(selected.selection)
     selection["wall_s_per_stage"] = {
-        name: (stage_status(ctx.run_dir, name) or {}).get("wall_s")
-        for name in ("prepare", "embed", "cluster", "proxy", "factors", "reference", "select")
+        name: (stage_status(ctx.run_dir, name) or {}).get("wall_s") for name in (*UPSTREAM_OF_SELECT, "select")
     }
     selection["files"] = files
     selection["format"] = cfg.format
-    write_json(ctx.work_dir / SELECTION_JSON, selection)
+    write_json(work.selection, selection)
     log.info("export: %d documents in %d file(s) -> %s", rows.size, len(files), out_dir)
     return {
         "docs": int(rows.size),
         "tokens": int(tokens.sum()),
         "files": len(files),
-        "path": str(ctx.run_dir / "export"),
+        "path": str(ctx.layout.export.root),
     }

@@ -16,6 +16,7 @@ from quadselect.config import RunConfig
 from quadselect.data.shards import ShardSet, read_rows
 from quadselect.data.tokenizer import load_tokenizer
 from quadselect.errors import ConfigError
+from quadselect.layout import PrepareFiles, ProxyFiles
 from quadselect.progress import step_callback
 from quadselect.proxy import (
     build_llama,
@@ -30,8 +31,6 @@ from quadselect.run import StageContext
 
 log = logging.getLogger(__name__)
 
-MODEL_DIR = "model"
-
 
 def proxy_args(config: RunConfig) -> dict[str, Any]:
     return {"proxy": config.proxy.model_dump(mode="json")}
@@ -39,7 +38,9 @@ def proxy_args(config: RunConfig) -> dict[str, Any]:
 
 def run_proxy(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.config.proxy
-    tokenizer = load_tokenizer(ctx.input("prepare") / "tokenizer")
+    prepared = PrepareFiles(ctx.input("prepare"))
+    work = ProxyFiles(ctx.work_dir)
+    tokenizer = load_tokenizer(prepared.tokenizer)
     if cfg.model is not None:
         model = load_causal_lm(cfg.model, trust_remote_code=cfg.trust_remote_code)
         vocab = model.get_input_embeddings().num_embeddings
@@ -48,10 +49,10 @@ def run_proxy(ctx: StageContext) -> dict[str, Any]:
                 f"the run's tokenizer has {len(tokenizer)} tokens but proxy {cfg.model!r} only {vocab}: set "
                 f"tokenizer.path to the proxy's own tokenizer ({cfg.model!r})."
             )
-        save_proxy(model, tokenizer, ctx.work_dir / MODEL_DIR)
+        save_proxy(model, tokenizer, work.model)
         return {"model": cfg.model, "params": _n_params(model), "trained": False}
 
-    pool = ShardSet(ctx.input("prepare") / "pool")
+    pool = ShardSet(prepared.pool)
     texts = _pretraining_sample(pool, cfg.train_tokens, ctx.seed)
     blocks = pack_blocks(encode_texts(tokenizer, texts), cfg.seq_len, tokenizer.eos_token_id)
     model = build_llama(
@@ -81,14 +82,14 @@ def run_proxy(ctx: StageContext) -> dict[str, Any]:
             batch_size=cfg.batch_size,
             lr=cfg.lr,
             seed=ctx.seed,
-            checkpoint_dir=ctx.work_dir / "checkpoints",
+            checkpoint_dir=work.checkpoints,
             checkpoint_every=max(50, steps // 4),
             bf16_autocast=cfg.bf16,
             progress=callback,
         )
     result.save(ctx.work_dir)
-    save_proxy(model.eval(), tokenizer, ctx.work_dir / MODEL_DIR)
-    shutil.rmtree(ctx.work_dir / "checkpoints", ignore_errors=True)
+    save_proxy(model.eval(), tokenizer, work.model)
+    shutil.rmtree(work.checkpoints, ignore_errors=True)
     tail = result.loss_curve[-max(1, len(result.loss_curve) // 20) :]
     return {
         "model": "llama (built)",

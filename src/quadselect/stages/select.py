@@ -1,11 +1,18 @@
-"""The `select` stage: Quad or a baseline, to the token budget, with decontamination; writes the manifest.
+"""The `select` stage: the method `select.method` names, to the token budget, with decontamination; writes the
+manifest and `selection.json`.
+
+The methods are core code (`quadselect.select.methods`, docs/selection-methods.md): each declares the inputs it needs
+and returns its selection. This stage is their wiring to the run directory: it builds what the method declares and
+nothing else (cluster ids, the neighbour graph, a scorer on the proxy's workers, whole-pool scores or losses, the
+pool's texts streamed shard by shard, the reference texts, a checkpoint file, a progress bar), calls it, and writes
+the manifest, `scored.parquet`, the trajectory and `selection.json` from what it returns.
 
 With `decontaminate: drop` the whole pool is screened first and contaminated documents are never candidates, so
 every method still fills its budget; with `flag` only the selected documents are checked and marked.
 
-Quad checkpoints its full state after every round (`quad_state.json`), and scoring the whole pool (top-k, perplexity)
-saves its scores shard by shard, so a killed run resumes and ends with exactly the selection an uninterrupted run
-with the same seed makes.
+A method's checkpoint (Quad's full state after every round, `quad_state.json`) and the whole-pool scores and losses
+(saved shard by shard) make a killed run resume and end with exactly the selection an uninterrupted run with the
+same seed makes.
 """
 
 from __future__ import annotations
@@ -15,12 +22,13 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 from quadselect.atomic import atomic_path, read_json, write_json
 from quadselect.audit import config_sha256, package_versions, prepared_fingerprint, selection_sha256
@@ -29,34 +37,24 @@ from quadselect.config import RunConfig, SelectConfig
 from quadselect.data.shards import ShardSet, read_rows
 from quadselect.engine import WorkerPool
 from quadselect.errors import ConfigError
-from quadselect.progress import ProgressBar, progress_bar
-from quadselect.proxy import DocBatch, load_proxy, pad_documents, row_nll
-from quadselect.resources import map_batches
-from quadselect.run import ARGS_FILE, StageContext, stage_status
-from quadselect.select import (
-    NgramIndex,
-    QuadParams,
-    QuadSelector,
-    cluster_balanced_selection,
-    dsir_selection,
-    find_contamination,
-    perplexity_band_selection,
-    random_selection,
-    topk_selection,
+from quadselect.layout import (
+    ARGS_FILE,
+    SHARD_INDEX,
+    UPSTREAM_OF_SELECT,
+    ClusterFiles,
+    PrepareFiles,
+    ProxyFiles,
+    SelectFiles,
 )
+from quadselect.progress import ProgressBar, progress_bar
+from quadselect.run import StageContext, stage_status
+from quadselect.select import NgramIndex, find_contamination
 from quadselect.select.decontaminate import shard_contamination
-from quadselect.stages.cluster import ASSIGNMENTS_DIR, GRAPH_FILE
-from quadselect.stages.influence import BATCHES_PER_TASK, ScoringWorker, encode_documents, worker_device
-from quadselect.stages.proxy import MODEL_DIR
+from quadselect.select.method import Method, Need, Selection, SelectionInputs
+from quadselect.select.methods import get_method
+from quadselect.stages.workers import BATCHES_PER_TASK, LossWorker, ScoringWorker
 
 log = logging.getLogger(__name__)
-
-MANIFEST = "manifest.parquet"
-SELECTION_JSON = "selection.json"
-QUAD_STATE = "quad_state.json"
-TRAJECTORY = "trajectory.json"
-AUDITED_STAGES = ("prepare", "embed", "cluster", "proxy", "factors", "reference")
-SCORED = "scored.parquet"
 
 
 def select_args(config: RunConfig) -> dict[str, Any]:
@@ -83,46 +81,33 @@ def budget_tokens(cfg: SelectConfig, pool_tokens: int) -> int:
 
 def run_select(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.config.select
-    pool = ShardSet(ctx.input("prepare") / "pool")
-    assignments = pq.read_table(
-        ctx.input("cluster") / ASSIGNMENTS_DIR, columns=["doc_id", "cluster", "n_tokens", "source"]
-    )
+    method = get_method(cfg.method)
+    out = SelectFiles(ctx.work_dir)
+    clustered = ClusterFiles(ctx.input("cluster"))
+    pool = ShardSet(PrepareFiles(ctx.input("prepare")).pool)
+    assignments = pq.read_table(clustered.assignments, columns=["doc_id", "cluster", "n_tokens", "source"])
     cluster_ids = assignments["cluster"].to_numpy().astype(np.int64)
     n_tokens = assignments["n_tokens"].to_numpy().astype(np.int64)
     budget = budget_tokens(cfg, int(n_tokens.sum()))
-    cluster_summary = read_json(ctx.input("cluster") / "_COMPLETE.json")["summary"]
+    cluster_summary = read_json(clustered.marker)["summary"]
     log.info("select: %s to %d tokens (%.1f%% of the pool)", cfg.method, budget, 100 * budget / n_tokens.sum())
 
     excluded = _contaminated_pool_rows(ctx, pool, cfg) if cfg.decontaminate == "drop" else np.zeros(0, np.int64)
     eligible = np.setdiff1d(np.arange(n_tokens.size), excluded)
-    sub_clusters, sub_tokens = cluster_ids[eligible], n_tokens[eligible]
 
     start = time.perf_counter()
-    scores = np.full(n_tokens.size, np.nan)
-    rounds = np.full(n_tokens.size, -1, dtype=np.int64)
-    extra: dict[str, Any] = {}
-    if cfg.method == "quad":
-        picked, extra = _run_quad(
-            ctx, pool, eligible, sub_clusters, sub_tokens, budget, cluster_summary, scores, rounds
+    with ExitStack() as stack:
+        needs = _Needs(ctx, pool, eligible, cluster_ids, cluster_summary, method, budget, stack)
+        inputs = SelectionInputs(
+            n_tokens[eligible], budget, selection_seed(ctx), cfg.model_dump(), **needs.build(method.needs)
         )
-    elif cfg.method == "random":
-        picked = random_selection(sub_tokens, budget, selection_seed(ctx))
-    elif cfg.method == "cluster_balanced":
-        picked = cluster_balanced_selection(sub_clusters, sub_tokens, budget, selection_seed(ctx))
-    elif cfg.method == "topk_influence":
-        scores[:] = _score_pool(ctx, pool, cfg)
-        picked = topk_selection(scores[eligible], sub_tokens, budget)
-        extra["docs_scored"] = int(n_tokens.size)
-    elif cfg.method == "perplexity":
-        losses = _pool_losses(ctx, pool, cfg)[eligible]
-        picked = perplexity_band_selection(losses, sub_tokens, budget, band=cfg.perplexity_band)
-        extra["mean_loss_selected"] = float(np.mean(losses[picked]))
-    else:
-        pool_texts = [t for table in pool.iter_tables(["text"]) for t in table["text"].to_pylist()]
-        ref_texts = ShardSet(ctx.input("prepare") / "reference").read(["text"])["text"].to_pylist()
-        picked = dsir_selection([pool_texts[i] for i in eligible], ref_texts, sub_tokens, budget, selection_seed(ctx))
-    keep = eligible[picked]
+        selection = method.select(inputs)
+    keep = eligible[selection.selected]
     select_wall = time.perf_counter() - start
+
+    scores, rounds = _by_pool_row(selection, eligible, n_tokens.size, needs.pool_scores)
+    if selection.trajectory is not None:
+        write_json(out.trajectory, json.loads(json.dumps(selection.trajectory, default=_jsonable)))
 
     contaminated = excluded if cfg.decontaminate == "drop" else _flag_contaminated(ctx, pool, keep, cfg)
     manifest = pa.table(
@@ -137,14 +122,14 @@ def run_select(ctx: StageContext) -> dict[str, Any]:
             "contaminated": pa.array(np.isin(keep, contaminated)),
         }
     )
-    with atomic_path(ctx.work_dir / MANIFEST) as tmp:
+    with atomic_path(out.manifest) as tmp:
         pq.write_table(manifest, tmp)
     scored_rows = np.flatnonzero(np.isfinite(scores))  # every scored document, selected or not (for the report)
-    with atomic_path(ctx.work_dir / SCORED) as tmp:
+    with atomic_path(out.scored) as tmp:
         pq.write_table(pa.table({"row": pa.array(scored_rows, pa.int64()), "score": scores[scored_rows]}), tmp)
-    dropped = ctx.work_dir / "decontaminated.json"
     write_json(
-        dropped, {"mode": cfg.decontaminate, "doc_ids": assignments["doc_id"].take(pa.array(contaminated)).to_pylist()}
+        out.decontaminated,
+        {"mode": cfg.decontaminate, "doc_ids": assignments["doc_id"].take(pa.array(contaminated)).to_pylist()},
     )
 
     sources = manifest.group_by("source").aggregate([("n_tokens", "sum")]).to_pylist()
@@ -155,7 +140,8 @@ def run_select(ctx: StageContext) -> dict[str, Any]:
         "pool_docs": int(n_tokens.size),
         "tokens_selected": int(n_tokens[keep].sum()),
         "docs_selected": int(keep.size),
-        "docs_scored": int(extra.pop("docs_scored", 0)),
+        # The influence computed for this selection: the whole pool's, when the method needed it, or on demand.
+        "docs_scored": int(n_tokens.size if needs.pool_scores is not None else 0) + selection.docs_scored,
         "clusters_used": int(np.unique(cluster_ids[keep]).size),
         "clusters": int(cluster_summary["k"]),
         "contaminated": int(contaminated.size),
@@ -163,19 +149,164 @@ def run_select(ctx: StageContext) -> dict[str, Any]:
         "contaminated_checked": "pool" if cfg.decontaminate == "drop" else "selection",
         "select_wall_s": round(select_wall, 2),
         "tokens_by_source": {r["source"]: int(r["n_tokens_sum"]) for r in sorted(sources, key=lambda r: r["source"])},
-        **extra,
+        **selection.summary,
     }
     summary["fraction_scored"] = round(summary["docs_scored"] / max(1, summary["pool_docs"]), 4)
     summary["selection_sha256"] = selection_sha256(manifest["doc_id"].to_pylist())
-    write_json(ctx.work_dir / SELECTION_JSON, {**summary, "audit": _audit(ctx)})
+    write_json(out.selection, {**summary, "audit": _audit(ctx)})
     return summary
+
+
+def _by_pool_row(
+    selection: Selection, eligible: np.ndarray, n_docs: int, pool_scores: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The manifest's `score` and `round` of every pool row: the whole pool's scores when they were computed for
+    the method, with what the method scored itself; the round each selected document was taken in."""
+    scores = np.full(n_docs, np.nan) if pool_scores is None else pool_scores.copy()
+    rounds = np.full(n_docs, -1, dtype=np.int64)
+    if selection.scores is not None:
+        scored = np.isfinite(selection.scores)
+        scores[eligible[scored]] = selection.scores[scored]
+    if selection.rounds is not None:
+        rounds[eligible] = selection.rounds
+    return scores, rounds
+
+
+class _Needs:
+    """Builds, from the run directory, the inputs a method declares (`Need`), over the `eligible` pool rows.
+
+    Resources that must stay open while the method runs (the scorer's worker pool, the progress bar) are entered
+    into `stack`. Whole-pool scores, when built, are kept (by pool row) in `pool_scores` for the manifest."""
+
+    def __init__(
+        self,
+        ctx: StageContext,
+        pool: ShardSet,
+        eligible: np.ndarray,
+        cluster_ids: np.ndarray,
+        cluster_summary: dict[str, Any],
+        method: Method,
+        budget: int,
+        stack: ExitStack,
+    ) -> None:
+        self.ctx, self.pool, self.eligible, self.stack = ctx, pool, eligible, stack
+        self.cluster_ids, self.cluster_summary = cluster_ids, cluster_summary
+        self.method, self.budget = method, budget
+        self.pool_scores: np.ndarray | None = None
+
+    def build(self, needs: Iterable[Need]) -> dict[str, Any]:
+        """The `SelectionInputs` fields of `needs`, built in the order `Need` lists them."""
+        builders: dict[Need, Callable[[], dict[str, Any]]] = {
+            Need.CLUSTERS: self._clusters,
+            Need.NEIGHBOURS: self._neighbours,
+            Need.SCORER: self._scorer,
+            Need.POOL_SCORES: self._pool_scores,
+            Need.POOL_LOSSES: self._pool_losses,
+            Need.TEXTS: self._texts,
+            Need.REFERENCE_TEXTS: self._reference_texts,
+            Need.CHECKPOINT: self._checkpoint,
+            Need.PROGRESS: self._progress,
+        }
+        wanted = set(needs)
+        given: dict[str, Any] = {}
+        for need in Need:
+            if need in wanted:
+                given.update(builders[need]())
+        return given
+
+    def _clusters(self) -> dict[str, Any]:
+        return {"cluster_ids": self.cluster_ids[self.eligible], "n_clusters": int(self.cluster_summary["k"])}
+
+    def _neighbours(self) -> dict[str, Any]:
+        if not self.ctx.config.select.neighbours:
+            return {"neighbours": None, "gamma": None}
+        graph = load_neighbour_graph(ClusterFiles(self.ctx.input("cluster")).neighbours)
+        return {"neighbours": graph, "gamma": float(self.cluster_summary["gamma"])}
+
+    def _scorer(self) -> dict[str, Any]:
+        workers = self.stack.enter_context(self.ctx.executor.pool(_scoring_worker(self.ctx)))
+        batch_size = self.ctx.config.select.score_batch_size
+
+        def score(positions: np.ndarray) -> np.ndarray:
+            texts = read_rows(self.pool, self.eligible[positions], ["text"])["text"].to_pylist()
+            return _concat(workers.map("score", _batches(texts, batch_size)))
+
+        return {"score": score}
+
+    def _pool_scores(self) -> dict[str, Any]:
+        """Influence of every pool document (scored shard by shard, resumable): the cost top-k pays, Quad avoids."""
+        scores = _whole_pool(self.ctx, self.pool, "pool_scores", _scoring_worker(self.ctx), "score")
+        self.pool_scores = scores.astype(np.float64)  # what the manifest and scored.parquet hold
+        return {"pool_scores": self.pool_scores[self.eligible]}
+
+    def _pool_losses(self) -> dict[str, Any]:
+        """Mean next-token loss of every pool document under the proxy."""
+        worker = functools.partial(
+            LossWorker,
+            str(ProxyFiles(self.ctx.input("proxy")).model),
+            self.ctx.config.factors.max_length,
+            self.ctx.config.select.score_batch_size,
+        )
+        return {"pool_losses": _whole_pool(self.ctx, self.pool, "pool_losses", worker, "losses")[self.eligible]}
+
+    def _texts(self) -> dict[str, Any]:
+        return {"texts": ShardTexts(self.pool, self.eligible)}
+
+    def _reference_texts(self) -> dict[str, Any]:
+        reference = ShardSet(PrepareFiles(self.ctx.input("prepare")).reference)
+        return {"reference_texts": reference.read(["text"])["text"].to_pylist()}
+
+    def _checkpoint(self) -> dict[str, Any]:
+        return {"checkpoint": _JsonCheckpoint(SelectFiles(self.ctx.work_dir).checkpoint(self.method.name))}
+
+    def _progress(self) -> dict[str, Any]:
+        bar = self.stack.enter_context(progress_bar(f"select: {self.method.name}", total=self.budget, unit="tokens"))
+        shown = [0]
+
+        def progress(tokens_selected: int) -> None:
+            bar.update(tokens_selected - shown[0])
+            shown[0] = tokens_selected
+
+        return {"progress": progress}
+
+
+class ShardTexts:
+    """The texts of the given pool rows (sorted), in order, read from the shards on every pass and never held whole:
+    only one shard's text column is in memory at a time."""
+
+    def __init__(self, pool: ShardSet, rows: np.ndarray) -> None:
+        self.pool, self.rows = pool, rows
+
+    def __len__(self) -> int:
+        return int(self.rows.size)
+
+    def __iter__(self) -> Iterator[str]:
+        start = 0
+        for table in self.pool.iter_tables(["text"]):
+            stop = start + table.num_rows
+            lo, hi = np.searchsorted(self.rows, [start, stop])
+            yield from table["text"].take(pa.array(self.rows[lo:hi] - start)).to_pylist()
+            start = stop
+
+
+class _JsonCheckpoint:
+    """A method's state in one JSON file of the stage's work folder, replaced atomically at every save."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> dict[str, Any] | None:
+        return read_json(self.path) if self.path.is_file() else None
+
+    def save(self, state: dict[str, Any]) -> None:
+        write_json(self.path, state)
 
 
 def _audit(ctx: StageContext) -> dict[str, Any]:
     """What selection.json records so a selection can be audited later: the config's hash, the fingerprints of the
     stages it came from, the hashes of the inputs and of the prepared documents, and the package versions."""
-    prepared = ctx.input("prepare")
-    fingerprints = {name: (stage_status(ctx.run_dir, name) or {}).get("fingerprint") for name in AUDITED_STAGES}
+    prepared = PrepareFiles(ctx.input("prepare"))
+    fingerprints = {name: (stage_status(ctx.run_dir, name) or {}).get("fingerprint") for name in UPSTREAM_OF_SELECT}
     return {
         "config_sha256": config_sha256(ctx.config),
         "seed": ctx.config.seed,
@@ -183,90 +314,11 @@ def _audit(ctx: StageContext) -> dict[str, Any]:
         "fingerprints": {**fingerprints, "select": read_json(ctx.work_dir / ARGS_FILE)["fingerprint"]},
         "inputs": (stage_status(ctx.run_dir, "prepare") or {}).get("summary", {}).get("inputs"),
         "prepared": {
-            role: prepared_fingerprint(prepared / role)
+            role: prepared_fingerprint(prepared.role(role))
             for role in ("pool", "reference", "eval")
-            if (prepared / role / "index.json").is_file()
+            if (prepared.role(role) / SHARD_INDEX).is_file()
         },
         "packages": package_versions(),
-    }
-
-
-def _quad_params(cfg: SelectConfig, gamma: float) -> QuadParams:
-    return QuadParams(
-        alpha=cfg.alpha,
-        tau=cfg.tau,
-        arms_per_round=cfg.arms_per_round,
-        docs_per_arm=cfg.docs_per_arm,
-        chunk_tokens=cfg.chunk_tokens,
-        gamma=gamma,
-        max_rounds=cfg.max_rounds,
-        explore=cfg.explore,
-        alpha_sd=cfg.alpha_sd,
-        tau_percentile=cfg.tau_percentile,
-        pilot_docs=cfg.pilot_docs,
-    )
-
-
-def _run_quad(
-    ctx: StageContext,
-    pool: ShardSet,
-    eligible: np.ndarray,
-    cluster_ids: np.ndarray,
-    n_tokens: np.ndarray,
-    budget: int,
-    cluster_summary: dict[str, Any],
-    scores: np.ndarray,
-    rounds: np.ndarray,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """The bandit loop over the `eligible` pool rows (whose clusters and token counts are given), with a checkpoint
-    after every round; the scorer only sees the documents Quad asks for. Returns positions into `eligible`; fills
-    `scores` and `rounds` by pool row."""
-    cfg = ctx.config.select
-    graph = load_neighbour_graph(ctx.input("cluster") / GRAPH_FILE) if cfg.neighbours else None
-    gamma = float(cluster_summary["gamma"]) if cfg.neighbours else "auto"
-    with ctx.executor.pool(_scoring_worker(ctx)) as workers:
-
-        def score(positions: np.ndarray) -> np.ndarray:
-            texts = read_rows(pool, eligible[positions], ["text"])["text"].to_pylist()
-            return _concat(workers.map("score", _batches(texts, cfg.score_batch_size)))
-
-        selector = QuadSelector(
-            cluster_ids,
-            n_tokens,
-            budget,
-            score,
-            _quad_params(cfg, gamma),
-            seed=selection_seed(ctx),
-            neighbours=graph,
-            n_clusters=int(cluster_summary["k"]),
-        )
-        state_path = ctx.work_dir / QUAD_STATE
-        if state_path.is_file():
-            selector.load_state_dict(read_json(state_path))
-            log.info("select: resumed Quad at round %d", selector.round)
-        # Counted in tokens toward the budget, so the ETA means something (the number of rounds is not known ahead).
-        with progress_bar("select: Quad", total=budget, unit="tokens") as bar:
-            done = selector.result().selected_tokens
-            bar.update(done)
-            while (record := selector.step()) is not None:
-                write_json(state_path, selector.state_dict())
-                bar.update(min(record["tokens"], budget) - done)
-                done = min(record["tokens"], budget)
-    result = selector.result()
-    scores[eligible[result.scored]] = result.scores
-    scores[eligible[result.pilot]] = result.pilot_scores  # pilot documents are never selected: manifest unchanged
-    rounds[eligible[result.selected]] = result.selected_round
-    write_json(ctx.work_dir / TRAJECTORY, json.loads(json.dumps(result.trajectory, default=_jsonable)))
-    return result.selected, {
-        "docs_scored": result.docs_scored,
-        "rounds": result.rounds,
-        "stop_reason": result.stop_reason,
-        "tau": float(result.params.tau),
-        "alpha": float(result.params.alpha),
-        "arms_per_round": int(result.params.arms_per_round),
-        "docs_per_arm": int(result.params.docs_per_arm),
-        "chunk_tokens": int(result.params.chunk_tokens),
-        "gamma": float(result.params.gamma),
     }
 
 
@@ -304,7 +356,7 @@ def _per_shard(
 ) -> np.ndarray:
     """One value per pool document. `compute(shards)` yields the values of each listed (unfinished) shard in turn;
     each shard's values are saved as it completes, so a killed run resumes at the first unfinished shard."""
-    out_dir = ctx.work_dir / name
+    out_dir = SelectFiles(ctx.work_dir).per_shard(name)
     out_dir.mkdir(exist_ok=True)
     shards = pool.index["shards"]
     paths = [out_dir / (shard["file"].removesuffix(".parquet") + ".npy") for shard in shards]
@@ -342,52 +394,16 @@ def _through_workers(
 
 
 def _whole_pool(ctx: StageContext, pool: ShardSet, name: str, worker: Callable[[], Any], method: str) -> np.ndarray:
+    """One value per pool document from the workers' `method`, saved shard by shard (`_per_shard`)."""
     block_docs = ctx.config.select.score_batch_size * BATCHES_PER_TASK
     with ctx.executor.pool(worker) as workers, progress_bar(f"select: {name}", total=pool.num_docs, unit="docs") as bar:
         return _per_shard(ctx, pool, name, lambda todo: _through_workers(pool, todo, workers, method, block_docs, bar))
 
 
-def _score_pool(ctx: StageContext, pool: ShardSet, cfg: SelectConfig) -> np.ndarray:
-    """Influence of every pool document: the cost top-k pays and Quad avoids."""
-    return _whole_pool(ctx, pool, "pool_scores", _scoring_worker(ctx), "score")
-
-
-class LossWorker:
-    """A worker holding the proxy: each text's mean next-token loss (forward passes only), for the perplexity
-    baseline. A batch that runs out of memory is retried in halves, and the smaller size kept."""
-
-    def __init__(self, proxy_dir: str, max_tokens: int, batch_size: int) -> None:
-        self.model, self.tokenizer = load_proxy(proxy_dir)
-        self.model.to(worker_device())
-        self.max_tokens = max_tokens
-        self.batch_size = batch_size
-
-    @torch.no_grad()
-    def losses(self, texts: list[str]) -> np.ndarray:
-        docs, pad_id = encode_documents(self.tokenizer, texts, max_tokens=self.max_tokens)
-
-        def batch_losses(start: int, stop: int) -> np.ndarray:
-            batch = pad_documents(docs[start:stop], pad_id=pad_id, max_len=self.max_tokens)
-            ids, mask = batch.input_ids, batch.attention_mask
-            nll, count = row_nll(self.model, DocBatch(ids, mask, torch.arange(ids.shape[0])))
-            return (nll / count.clamp(min=1)).double().numpy()
-
-        out, self.batch_size = map_batches(len(docs), self.batch_size, batch_losses, what="select: perplexity")
-        return _concat(out)
-
-
-def _pool_losses(ctx: StageContext, pool: ShardSet, cfg: SelectConfig) -> np.ndarray:
-    """Mean next-token loss of every pool document under the proxy."""
-    worker = functools.partial(
-        LossWorker, str(ctx.run_dir / "proxy" / MODEL_DIR), ctx.config.factors.max_length, cfg.score_batch_size
-    )
-    return _whole_pool(ctx, pool, "pool_losses", worker, "losses")
-
-
 def _reference_and_eval_texts(ctx: StageContext) -> list[str]:
+    prepared = PrepareFiles(ctx.input("prepare"))
     texts = []
-    for role in ("reference", "eval"):
-        directory = ctx.input("prepare") / role
+    for directory in (prepared.reference, prepared.eval):
         if directory.exists():
             texts.extend(ShardSet(directory).read(["text"])["text"].to_pylist())
     return texts
@@ -398,7 +414,7 @@ def _contaminated_pool_rows(ctx: StageContext, pool: ShardSet, cfg: SelectConfig
     before selection, so that dropping them never leaves a method short of its budget."""
     index = NgramIndex(cfg.decontaminate_ngram)
     index.add(_reference_and_eval_texts(ctx))
-    len(index)  # compacts the index before it is sent to workers
+    index.compact()  # once here, rather than in every worker it is sent to
     files = [str(path) for path in pool.files]
 
     def screen(todo: list[int]) -> Iterator[np.ndarray]:

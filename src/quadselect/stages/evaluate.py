@@ -1,15 +1,9 @@
-"""The `train` and `evaluate` stages, run after `export` by `quadselect train` / `quadselect evaluate`.
-
-They use the same runner as the selection stages (fingerprints, atomic publication, resumption), registered on top of
-the selection pipeline rather than inside it, so `quadselect run` stays a data-selection run and training a model is
-asked for explicitly.
-"""
+"""The `evaluate` stage, run by `quadselect evaluate`: held-out losses and cloze accuracy of the model `train` trained
+on the selection, written to `metrics.json` (the evidence a selection is judged by)."""
 
 from __future__ import annotations
 
 import logging
-import math
-import shutil
 import zlib
 from typing import Any
 
@@ -18,123 +12,41 @@ import numpy as np
 from quadselect.atomic import read_json, write_json
 from quadselect.config import RunConfig
 from quadselect.data.normalize import IdRegistry, iter_documents
-from quadselect.data.prepare import TOKENIZER_DIR
 from quadselect.data.problems import ProblemReport
-from quadselect.data.shards import INDEX_FILE, ShardSet
-from quadselect.data.tokenizer import load_tokenizer
+from quadselect.data.shards import ShardSet
 from quadselect.errors import ConfigError
 from quadselect.evaluate.metrics import HeldOut, evaluate_model
-from quadselect.evaluate.train import selection_texts, train_on_texts
-from quadselect.pipeline import build_pipeline
-from quadselect.progress import step_callback
-from quadselect.proxy import load_proxy, save_proxy
-from quadselect.run import MARKER, Pipeline, Stage, StageContext
-from quadselect.stages.select import SELECTION_JSON
+from quadselect.layout import SHARD_INDEX, EvaluateFiles, ExportFiles, PrepareFiles, TrainFiles
+from quadselect.proxy import load_proxy
+from quadselect.run import StageContext
 
 log = logging.getLogger(__name__)
-
-MODEL_DIR = "model"
-METRICS_FILE = "metrics.json"
-
-
-def evaluation_pipeline() -> Pipeline:
-    """The selection pipeline plus `train` and `evaluate`."""
-    pipeline = build_pipeline()
-    pipeline.register(
-        Stage(
-            name="train",
-            requires=("prepare", "export"),
-            args=train_args,
-            fn=run_train,
-            help="Train a fresh small Llama from scratch on the exported selection, for a fixed number of tokens.",
-        )
-    )
-    pipeline.register(
-        Stage(
-            name="evaluate",
-            requires=("prepare", "export", "train"),
-            args=evaluate_args,
-            fn=run_evaluate,
-            help="Held-out reference loss, loss per pool domain and their mean, cloze accuracy, extra files.",
-        )
-    )
-    return pipeline
-
-
-def train_seed(config: RunConfig) -> int:
-    return config.train.seed if config.train.seed is not None else config.seed_for("train")
-
-
-def train_args(config: RunConfig) -> dict[str, Any]:
-    return {"train": config.train.model_dump(mode="json", exclude={"seed"}), "seed": train_seed(config)}
 
 
 def evaluate_args(config: RunConfig) -> dict[str, Any]:
     return {"evaluate": config.evaluate.model_dump(mode="json"), "seed": config.seed}
 
 
-def run_train(ctx: StageContext) -> dict[str, Any]:
-    cfg = ctx.config.train
-    export_dir = ctx.input("export")
-    selection = read_json(export_dir / SELECTION_JSON)
-    tokens = cfg.train_tokens if cfg.train_tokens is not None else int(selection["budget_tokens"])
-    tokenizer = load_tokenizer(ctx.input("prepare") / TOKENIZER_DIR)
-    texts = selection_texts(export_dir)
-    steps = math.ceil(tokens / (cfg.batch_size * cfg.seq_len))
-    log.info(
-        "train: %d documents (%d tokens), %d training tokens in %d steps",
-        len(texts),
-        selection["tokens_selected"],
-        tokens,
-        steps,
-    )
-    callback, bar = step_callback("train", steps)
-    with bar:
-        model, result = train_on_texts(
-            texts,
-            tokenizer,
-            cfg,
-            train_tokens=tokens,
-            seed=train_seed(ctx.config),
-            checkpoint_dir=ctx.work_dir / "checkpoints",
-            progress=callback,
-        )
-    result.save(ctx.work_dir)
-    save_proxy(model.eval(), tokenizer, ctx.work_dir / MODEL_DIR)
-    shutil.rmtree(ctx.work_dir / "checkpoints", ignore_errors=True)
-    tail = result.loss_curve[-max(1, len(result.loss_curve) // 20) :]
-    return {
-        "method": selection["method"],
-        "params": int(sum(p.numel() for p in model.parameters())),
-        "seed": train_seed(ctx.config),
-        "steps": len(result.loss_curve),
-        "tokens": result.tokens_seen,
-        "selection_tokens": int(selection["tokens_selected"]),
-        "passes": round(result.tokens_seen / max(1, int(selection["tokens_selected"])), 3),
-        "final_loss": round(float(np.mean(tail)), 4),
-        "tokens_per_s": round(result.tokens_per_s, 1),
-    }
-
-
 def run_evaluate(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.config.evaluate
-    model, tokenizer = load_proxy(ctx.input("train") / MODEL_DIR)
+    trained = TrainFiles(ctx.input("train"))
+    model, tokenizer = load_proxy(trained.model)
     held_out, reference_from = held_out_texts(ctx)
     metrics = evaluate_model(model, tokenizer, held_out, cfg)
-    selection = read_json(ctx.input("export") / SELECTION_JSON)
-    trained = read_json(ctx.input("train") / MARKER)["summary"]
+    selection = read_json(ExportFiles(ctx.input("export")).selection)
+    train_summary = read_json(trained.marker)["summary"]
     record = {
         "method": selection["method"],
-        "seed": trained["seed"],
+        "seed": train_summary["seed"],
         "select_seed": ctx.config.select.seed,
-        "train_tokens": trained["tokens"],
-        "train_params": trained["params"],
+        "train_tokens": train_summary["tokens"],
+        "train_params": train_summary["params"],
         "docs_scored": selection.get("docs_scored"),
         "select_wall_s": selection.get("select_wall_s"),
         "reference_from": reference_from,
         **metrics,
     }
-    write_json(ctx.work_dir / METRICS_FILE, record)
+    write_json(EvaluateFiles(ctx.work_dir).metrics, record)
     log.info(
         "evaluate: reference loss %s, general loss %s, cloze accuracy %s",
         *(_fmt(metrics.get(k)) for k in ("reference_loss", "general_loss", "cloze_accuracy")),
@@ -149,11 +61,11 @@ def held_out_texts(ctx: StageContext) -> tuple[HeldOut, str]:
     reference text. Without any, the reference set itself stands in, with a warning: the selection was steered
     toward it, so it is not held out from the selection (only from training)."""
     cfg = ctx.config.evaluate
-    prepare_dir = ctx.input("prepare")
-    pool_sources = set(read_json(prepare_dir / MARKER)["summary"]["roles"]["pool"]["sources"])
+    prepared = PrepareFiles(ctx.input("prepare"))
+    pool_sources = set(read_json(prepared.marker)["summary"]["roles"]["pool"]["sources"])
     by_source: dict[str, tuple[list[str], list[str]]] = {}
-    if (prepare_dir / "eval" / INDEX_FILE).is_file():
-        table = ShardSet(prepare_dir / "eval").read(["doc_id", "text", "source"])
+    if (prepared.eval / SHARD_INDEX).is_file():
+        table = ShardSet(prepared.eval).read(["doc_id", "text", "source"])
         for doc_id, text, source in zip(*(table[c].to_pylist() for c in ("doc_id", "text", "source")), strict=True):
             ids, texts = by_source.setdefault(source, ([], []))
             ids.append(doc_id)
@@ -185,7 +97,7 @@ def held_out_texts(ctx: StageContext) -> tuple[HeldOut, str]:
             "evaluate: the eval split has no held-out reference documents (sources absent from the pool, or "
             "evaluate.reference_sources); using the reference set, which the selection was steered toward"
         )
-        table = ShardSet(prepare_dir / "reference").read(["doc_id", "text"])
+        table = ShardSet(prepared.reference).read(["doc_id", "text"])
         held_out.reference_ids, held_out.reference = _sample(
             table["doc_id"].to_pylist(), table["text"].to_pylist(), cfg.max_docs_per_source, ctx.seed, "reference"
         )

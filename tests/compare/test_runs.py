@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pyarrow.parquet as pq
 
+from quadselect.atomic import read_json
+from quadselect.compare import link_stages, run_record, run_variant
 from quadselect.config import RunConfig
-from quadselect.evaluate.variants import link_stages, run_variant
 from quadselect.pipeline import build_pipeline
 from quadselect.run import Runner
 
@@ -29,6 +30,10 @@ def test_methods_and_seeds_share_upstream_stages_and_deterministic_selections(ev
 
     topk0 = _variant(eval_run, "topk-0", "topk_influence", 0, seeded=False)
     assert _ran(run_variant(topk0, base)) == ["select", "export", "train", "evaluate"]
+    record = run_record(topk0.run_dir, label="topk_influence", seed=0)
+    selection = read_json(topk0.run_dir / "export" / "selection.json")
+    assert record["method"] == "topk_influence" and record["reference_loss"] > 0  # from evaluate/metrics.json
+    assert record["tokens_selected"] == selection["tokens_selected"] and record["run_dir"] == str(topk0.run_dir)
     topk1 = _variant(eval_run, "topk-1", "topk_influence", 1, seeded=False)
     assert _ran(run_variant(topk1, topk0.run_dir)) == ["train", "evaluate"]  # the whole pool is scored once
     assert (topk1.run_dir / "select" / "manifest.parquet").samefile(topk0.run_dir / "select" / "manifest.parquet")

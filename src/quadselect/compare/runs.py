@@ -12,22 +12,24 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
+from quadselect.atomic import read_json
 from quadselect.config import RunConfig
-from quadselect.run import MARKER, Runner, StageResult
+from quadselect.layout import THROUGH_EXPORT, RunLayout
+from quadselect.pipeline import evaluation_pipeline
+from quadselect.run import Runner, StageResult
 
-UPSTREAM = ("prepare", "embed", "cluster", "proxy", "factors", "reference")
-SHARED = (*UPSTREAM, "select", "export")
 
-
-def link_stages(source: Path, dest: Path, names: tuple[str, ...] = SHARED) -> list[str]:
+def link_stages(source: Path, dest: Path, names: tuple[str, ...] = THROUGH_EXPORT) -> list[str]:
     """Hard-link the finished stage directories `names` of `source` into `dest`, leaving those already there; returns
     the stages linked."""
     dest.mkdir(parents=True, exist_ok=True)
+    source_layout, dest_layout = RunLayout(source), RunLayout(dest)
     linked = []
     for name in names:
-        src, dst = source / name, dest / name
-        if (src / MARKER).is_file() and not dst.exists():
+        src, dst = source_layout.stage_dir(name), dest_layout.stage_dir(name)
+        if source_layout.marker(name).is_file() and not dst.exists():
             shutil.copytree(src, dst, copy_function=os.link)
             linked.append(name)
     return linked
@@ -36,7 +38,22 @@ def link_stages(source: Path, dest: Path, names: tuple[str, ...] = SHARED) -> li
 def run_variant(config: RunConfig, share_from: Path, target: str = "evaluate") -> list[StageResult]:
     """Run `config` through `target` (default: train and evaluate), reusing every stage of `share_from` whose
     fingerprint matches: the base run's upstream stages, or the whole selection of a deterministic method."""
-    from quadselect.evaluate.stages import evaluation_pipeline
-
     link_stages(share_from, config.run_dir)
     return Runner(evaluation_pipeline(), config).run(target)
+
+
+def run_record(run_dir: Path, *, label: str, seed: int, ablation: str | None = None) -> dict[str, Any]:
+    """One evaluated run as `aggregate` takes it: its `evaluate/metrics.json` plus the label it is compared under
+    (e.g. `quad` or `quad:mlp_only`), its seed, and what it selected."""
+    layout = RunLayout(run_dir)
+    selection = read_json(layout.export.selection)
+    return {
+        **read_json(layout.evaluate.metrics),
+        "label": label,
+        "ablation": ablation,
+        "seed": seed,
+        "docs_selected": selection["docs_selected"],
+        "tokens_selected": selection["tokens_selected"],
+        "tokens_by_source": selection["tokens_by_source"],
+        "run_dir": str(run_dir),
+    }

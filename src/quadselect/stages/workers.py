@@ -1,0 +1,134 @@
+"""Executor workers that hold a model: built once where they run (`Executor.pool`), then sent batches again and again.
+
+Each is built from plain arguments (paths as strings, configs as dicts), so the executor can pickle its factory and
+build it on another machine that mounts the run directory (docs/scaling.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from quadselect.config import FactorsConfig
+from quadselect.influence import find_tracked_layers
+from quadselect.influence.factors import Bases, CorrectionSums, CovarianceSums, FactorPasses, Unit
+from quadselect.influence.text_scorer import TextScorer
+from quadselect.layout import RunLayout
+from quadselect.proxy import DocBatch, encode_documents, load_proxy, pad_documents, row_nll
+from quadselect.resources import map_batches
+
+BATCHES_PER_TASK = 4
+"""Batches per task sent to a worker: the unit that workers fit or score and the driver reduces, in order. Fixed, so
+the factors' sums (and so the factors) are the same whichever executor and however many workers ran them."""
+
+
+def worker_device() -> torch.device:
+    """CUDA inside a Ray worker that was given a GPU (`ray.gpus_per_worker`), else the CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    try:
+        import ray
+    except ImportError:
+        return torch.device("cpu")
+    return torch.device("cuda") if ray.is_initialized() and ray.get_gpu_ids() else torch.device("cpu")
+
+
+class FactorWorker:
+    """A worker holding the proxy: the two passes of EK-FAC fitting over units of batches, returned as sums (on the
+    CPU, to travel back) that the driver reduces (`quadselect.influence.factors.fit_factors_over_units`)."""
+
+    def __init__(self, proxy_dir: str, factors: dict[str, Any], seed: int) -> None:
+        cfg = FactorsConfig(**factors)
+        model, _ = load_proxy(proxy_dir)
+        model.to(worker_device())
+        layers = find_tracked_layers(model, cfg.include, cfg.exclude)
+        self.passes = FactorPasses(
+            model, layers, fisher=cfg.fisher, seed=seed, per_head=cfg.per_head, max_length=cfg.max_length
+        )
+
+    def covariances(self, unit: Unit) -> CovarianceSums:
+        sums = self.passes.covariances(unit)
+        return CovarianceSums(_cpu(sums.activation), _cpu(sums.gradient), sums.n_tokens)
+
+    def corrections(self, unit: Unit, bases: Bases) -> CorrectionSums:
+        sums = self.passes.corrections(unit, bases)
+        return CorrectionSums(_cpu(sums.squares), sums.n_docs)
+
+
+def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: t.cpu() for name, t in tensors.items()}
+
+
+def load_scorer(
+    layout: RunLayout,
+    factors: FactorsConfig,
+    *,
+    method: Literal["hook", "projected"] = "hook",
+    batch_size: int = 8,
+    seed: int = 0,
+    device: torch.device | None = None,
+) -> TextScorer:
+    """The scorer of a run whose proxy and reference stages have finished: its proxy, tracked layers and ĝ_R."""
+    model, tokenizer = load_proxy(layout.proxy.model)
+    if device is not None:
+        model.to(device)
+    layers = find_tracked_layers(model, factors.include, factors.exclude)
+    g_hat = load_file(str(layout.reference.g_hat))
+    return TextScorer(
+        model,
+        tokenizer,
+        layers,
+        g_hat,
+        max_length=factors.max_length,
+        max_windows=factors.max_windows,
+        method=method,
+        batch_size=batch_size,
+        seed=seed,
+    )
+
+
+class ScoringWorker:
+    """A worker holding the proxy and ĝ_R: cosine influence of batches of texts (the Quad loop's and top-k's)."""
+
+    def __init__(
+        self, run_dir: str, factors: dict[str, Any], method: Literal["hook", "projected"], batch_size: int, seed: int
+    ) -> None:
+        self.scorer = load_scorer(
+            RunLayout(Path(run_dir)),
+            FactorsConfig(**factors),
+            method=method,
+            batch_size=batch_size,
+            seed=seed,
+            device=worker_device(),
+        )
+
+    def score(self, texts: list[str]) -> np.ndarray:
+        return self.scorer.score_texts(texts)[0]
+
+
+class LossWorker:
+    """A worker holding the proxy: each text's mean next-token loss (forward passes only), for the perplexity
+    baseline. A batch that runs out of memory is retried in halves, and the smaller size kept."""
+
+    def __init__(self, proxy_dir: str, max_tokens: int, batch_size: int) -> None:
+        self.model, self.tokenizer = load_proxy(proxy_dir)
+        self.model.to(worker_device())
+        self.max_tokens = max_tokens
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def losses(self, texts: list[str]) -> np.ndarray:
+        docs, pad_id = encode_documents(self.tokenizer, texts, max_tokens=self.max_tokens)
+
+        def batch_losses(start: int, stop: int) -> np.ndarray:
+            batch = pad_documents(docs[start:stop], pad_id=pad_id, max_len=self.max_tokens)
+            ids, mask = batch.input_ids, batch.attention_mask
+            nll, count = row_nll(self.model, DocBatch(ids, mask, torch.arange(ids.shape[0])))
+            return (nll / count.clamp(min=1)).double().numpy()
+
+        out, self.batch_size = map_batches(len(docs), self.batch_size, batch_losses, what="select: perplexity")
+        return np.concatenate(out) if out else np.zeros(0)
