@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ import pytest
 from quadselect.api import run_pipeline
 from quadselect.config import RayConfig, load_config
 from quadselect.engine.ray_cluster import RayExecutor
+from tests.engine.conftest import ROOT
 from tests.engine.workers import Squarer, cube
 from tests.reliability.conftest import artifact_view, write_config, write_topic_pool
 
@@ -133,3 +135,72 @@ def test_killed_driver_resumes_to_the_uninterrupted_selection(ray_cluster: str, 
     assert _without_engine(artifact_view(run_dir / "select", run_dir)) == _without_engine(
         artifact_view(runs["local"] / "select", runs["local"])
     )
+
+
+# A driver process of its own: this process's Ray is the fixture's, and a Ray the executor starts needs a process with
+# none. It asks for a pool of three one-CPU workers from a two-CPU Ray and reports what the executor did.
+_UNPLACEABLE_DRIVER = """
+import functools, logging, sys
+from quadselect.config import RayConfig
+from quadselect.engine.ray_cluster import RayExecutor
+from quadselect.errors import ConfigError
+from tests.engine.workers import Squarer
+
+logging.basicConfig(level=logging.WARNING)
+address = sys.argv[1] or None
+executor = RayExecutor(RayConfig(address=address, num_cpus=None if address else 2, workers=3, cpus_per_worker=1))
+try:
+    with executor.pool(functools.partial(Squarer)):
+        print("OPENED")
+except ConfigError as exc:
+    print("REFUSED", exc)
+finally:
+    executor.close()
+"""
+
+
+def _unplaceable_driver(address: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", _UNPLACEABLE_DRIVER, address],
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            "QUADSELECT_NO_PROGRESS": "1",
+        },
+        capture_output=True,
+        text=True,
+        timeout=240,  # a driver waiting for workers that can never be placed would hang here, and fail
+    )
+
+
+def test_workers_that_cannot_be_placed_are_refused_on_a_ray_the_run_starts() -> None:
+    """A Ray started by the executor has fixed resources: a pool larger than it is refused with what to lower."""
+    done = _unplaceable_driver("")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "REFUSED ray: 3 workers × (1 CPU, 0 GPU) need 3 CPUs, the cluster has 2" in done.stdout, done.stdout
+    assert "Lower ray.workers" in done.stdout
+
+
+def test_workers_that_cannot_be_placed_on_a_connected_ray_are_a_warning(
+    ray_cluster: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Ray this process was already connected to (the fixture's) is used as it is, resources and all: an
+    unplaceable pool is a warning with the cluster's real numbers, and the pool closes without waiting."""
+    executor = RayExecutor(RayConfig(workers=3, cpus_per_worker=1))
+    with caplog.at_level(logging.WARNING), executor.pool(functools.partial(Squarer)):
+        pass
+    assert "3 workers × (1 CPU, 0 GPU) need 3 CPUs, the cluster has 2" in caplog.text
+    assert "unless an autoscaler adds nodes" in caplog.text
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="RayExecutor.connect marks a cluster it joined by address as started here, so _check_fits refuses where "
+    "docs/scaling.md promises a warning; only a Ray started with ray.address null has fixed resources",
+)
+def test_workers_that_cannot_be_placed_on_a_running_cluster_are_a_warning(ray_cluster: str) -> None:
+    """A running cluster (the fixture's, joined by its address) may be grown by an autoscaler: only a warning."""
+    done = _unplaceable_driver(ray_cluster)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "OPENED" in done.stdout, done.stdout + done.stderr[-3000:]
+    assert "need 3 CPUs, the cluster has 2" in done.stderr and "unless an autoscaler adds nodes" in done.stderr
