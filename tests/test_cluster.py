@@ -58,6 +58,15 @@ def test_kmeans_is_deterministic_given_the_seed() -> None:
     np.testing.assert_array_equal(dist1, dist2)
 
 
+def test_kmeans_takes_every_unsigned_32_bit_stage_seed() -> None:
+    """Stage seeds are unsigned 32-bit (RunConfig.seed_for: `seed: 3` gives one above 2**31); faiss takes a signed
+    int, and once overflowed on half of all run seeds. A seed and the same seed mod 2**31 give the same centroids."""
+    x, _ = blobs(60, 6, spread=0.3)
+    high = 2**32 - 5
+    same = train_kmeans(x, 6, seed=high - 2**31, niter=5)
+    np.testing.assert_array_equal(train_kmeans(x, 6, seed=high, niter=5), same)
+
+
 def test_kmeans_converges_to_spherical_lloyd_fixed_point() -> None:
     """Each centroid is the normalized mean of the rows assigned to it (the spherical k-means update)."""
     x, _ = blobs(40, 5, spread=0.4, seed=2)

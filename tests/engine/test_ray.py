@@ -193,11 +193,6 @@ def test_workers_that_cannot_be_placed_on_a_connected_ray_are_a_warning(
     assert "unless an autoscaler adds nodes" in caplog.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RayExecutor.connect marks a cluster it joined by address as started here, so _check_fits refuses where "
-    "docs/scaling.md promises a warning; only a Ray started with ray.address null has fixed resources",
-)
 def test_workers_that_cannot_be_placed_on_a_running_cluster_are_a_warning(ray_cluster: str) -> None:
     """A running cluster (the fixture's, joined by its address) may be grown by an autoscaler: only a warning."""
     done = _unplaceable_driver(ray_cluster)

@@ -89,7 +89,7 @@ def train_kmeans(sample: np.ndarray, k: int, *, seed: int = 0, niter: int = 20) 
         dim,
         k,
         niter=niter,
-        seed=seed,
+        seed=seed % 2**31,  # faiss takes a signed 32-bit seed; run seeds are unsigned 32-bit (RunConfig.seed_for)
         spherical=True,
         gpu=_num_gpus(),
         # The caller already sampled; stop faiss from subsampling again or warning about few points per centroid.

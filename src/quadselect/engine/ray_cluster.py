@@ -150,7 +150,8 @@ class RayExecutor(Executor):
 
     def __init__(self, cfg: RayConfig) -> None:
         self.cfg = cfg
-        self._started = False
+        self._started = False  # this executor called ray.init, so close() shuts its connection down
+        self._fixed_resources = False  # the Ray instance was started here (not joined), so no autoscaler adds nodes
 
     @property
     def workers(self) -> int:
@@ -174,6 +175,7 @@ class RayExecutor(Executor):
             kwargs["runtime_env"] = self.cfg.runtime_env
         ray.init(**kwargs)
         self._started = True
+        self._fixed_resources = address == "local"
         resources = ray.cluster_resources()
         log.info(
             "engine: Ray at %s: %d node(s), %g CPUs, %g GPUs; pools of %d worker(s) × %g CPU, %g GPU",
@@ -266,7 +268,7 @@ class RayExecutor(Executor):
             f"ray: {workers} workers × ({self.cfg.cpus_per_worker:g} CPU, {self.cfg.gpus_per_worker:g} GPU) need "
             f"{'; '.join(short)}. Lower ray.workers, ray.cpus_per_worker or ray.gpus_per_worker"
         )
-        if self._started:
+        if self._fixed_resources:
             raise ConfigError(message + " (this Ray was started here, so its resources are fixed).")
         log.warning("%s, unless an autoscaler adds nodes: until then the run waits.", message)
 
