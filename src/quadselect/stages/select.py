@@ -58,9 +58,7 @@ log = logging.getLogger(__name__)
 
 
 def select_args(config: RunConfig) -> dict[str, Any]:
-    # An unset select.seed is left out, so fingerprints of runs made before the key existed stay valid.
-    exclude = {"seed"} if config.select.seed is None else set()
-    return {"select": config.select.model_dump(mode="json", exclude=exclude), "seed": config.seed}
+    return {"select": config.select.model_dump(mode="json"), "seed": config.seed}
 
 
 def selection_seed(ctx: StageContext) -> int:
