@@ -20,6 +20,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import yaml
 
+from quadselect.layout import RunLayout
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -84,7 +86,7 @@ def main() -> None:
     if proc.returncode != 0:
         sys.exit(proc.stderr[-3000:])
     rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
-    marker = json.loads((run_dir / "prepare" / "_COMPLETE.json").read_text())
+    marker = json.loads(RunLayout(run_dir).marker("prepare").read_text())
     pool_stats = marker["summary"]["roles"]["pool"]
     mb = pool.stat().st_size / 1e6
     print("| pool | documents | tokens | shards | wall (s) | throughput (MB/s) | peak RSS (MB) |")

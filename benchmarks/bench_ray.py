@@ -42,6 +42,7 @@ from quadselect.config import RayConfig, load_config  # noqa: E402
 from quadselect.data.shards import ShardSet  # noqa: E402
 from quadselect.engine import Executor, LocalExecutor  # noqa: E402
 from quadselect.engine.ray_cluster import RayExecutor, import_ray  # noqa: E402
+from quadselect.layout import RunLayout  # noqa: E402
 from quadselect.run import stage_status  # noqa: E402
 from quadselect.stages.embed import ShardEmbedder  # noqa: E402
 from quadselect.stages.workers import BATCHES_PER_TASK, ScoringWorker  # noqa: E402
@@ -72,7 +73,7 @@ def ensure_demo_run(run_dir: Path) -> Path:
 
 
 def bench_embed(run_dir: Path, minilm_docs: int, scratch: Path) -> str:
-    pool = ShardSet(run_dir / "prepare" / "pool")
+    pool = ShardSet(RunLayout(run_dir).prepare.pool)
     subset, tiny = scratch / "minilm-shards", scratch / "one-doc-shards"
     subset.mkdir()
     tiny.mkdir()
@@ -120,8 +121,8 @@ def bench_embed(run_dir: Path, minilm_docs: int, scratch: Path) -> str:
 
 
 def bench_scoring(run_dir: Path, n_docs: int) -> str:
-    config = load_config(run_dir / "config.resolved.yaml")
-    pool = ShardSet(run_dir / "prepare" / "pool")
+    config = load_config(RunLayout(run_dir).config)
+    pool = ShardSet(RunLayout(run_dir).prepare.pool)
     texts = pq.read_table(pool.files[0], columns=["text"])["text"].to_pylist()[:n_docs]
     size = config.select.score_batch_size
     blocks = [texts[i : i + size * BATCHES_PER_TASK] for i in range(0, len(texts), size * BATCHES_PER_TASK)]

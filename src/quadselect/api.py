@@ -18,6 +18,7 @@ from quadselect.atomic import read_json
 from quadselect.config import RunConfig, load_config
 from quadselect.layout import CONFIG_FILE, RunLayout
 from quadselect.pipeline import build_pipeline, evaluation_pipeline
+from quadselect.report.artifacts import RunArtifacts
 from quadselect.run import Runner, StageResult
 
 
@@ -101,6 +102,14 @@ def run_config(run_dir_or_config: str | Path, overrides: dict[str, Any] | None =
                 "or pass the config file."
             )
     return load_config(path, overrides)
+
+
+def report_artifacts(run_dir: str | Path) -> RunArtifacts:
+    """Everything the report of a finished run shows, loaded from its run directory: draw it again elsewhere with
+    `quadselect.report.build_report`, or read the numbers behind each figure."""
+    from quadselect.stages.report import load_artifacts
+
+    return load_artifacts(run_dir, run_config(run_dir).report.comparison)
 
 
 def train(config: RunConfig | str | Path, *, force: bool = False) -> dict[str, Any]:

@@ -75,7 +75,13 @@ def test_tables_agree_with_the_run(report_run: Run) -> None:
 
 def test_the_report_is_deterministic(report_run: Run, tmp_path: Path) -> None:
     config, _ = report_run
-    build_report(load_artifacts(config.run_dir), tmp_path, config.report, seed=config.seed_for("report"))
+    build_report(
+        load_artifacts(config.run_dir),
+        tmp_path / "report.html",
+        tmp_path / "clusters.csv",
+        config.report,
+        seed=config.seed_for("report"),
+    )
     stage_dir = config.run_dir / "report"
     written = sorted(p.name for p in tmp_path.iterdir())
     assert written == sorted(p.name for p in stage_dir.iterdir() if not p.name.startswith("_"))

@@ -25,8 +25,6 @@ from quadselect.report.page import render_page
 
 log = logging.getLogger(__name__)
 
-REPORT_HTML = "report.html"
-CLUSTERS_CSV = "clusters.csv"
 LABELLED_CLUSTERS = 8
 
 
@@ -41,12 +39,18 @@ class Report:
 
 
 def build_report(
-    art: RunArtifacts, out_dir: str | Path, options: ReportConfig | None = None, seed: int = 0
+    art: RunArtifacts,
+    html: str | Path,
+    clusters_csv: str | Path,
+    options: ReportConfig | None = None,
+    seed: int = 0,
 ) -> Report:
-    """Write the report of a finished run's artifacts into `out_dir`.
+    """Write the report of a finished run's artifacts: the page at `html`, a PNG per figure beside it, and the
+    cluster table as `clusters_csv` (the run layout names both in a run directory).
 
     `seed` fixes the map's document sample; the same artifacts, options and seed give byte-identical files."""
-    out_dir = Path(out_dir)
+    html, clusters_csv = Path(html), Path(clusters_csv)
+    out_dir = html.parent
     options = options or ReportConfig()
     content = Content(art, options)
     content.figures["timings"] = figures.png_bytes(figures.timings_figure(art.stages))
@@ -76,11 +80,11 @@ def build_report(
         content.missing["comparison"] = art.comparison.note
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = Report(html=out_dir / REPORT_HTML, missing=dict(content.missing))
+    report = Report(html=html, missing=dict(content.missing))
     for name, png in content.figures.items():
         report.figures[name] = out_dir / f"{name}.png"
         write_bytes(report.figures[name], png)
-    write_text(out_dir / CLUSTERS_CSV, _clusters_csv(content.clusters))
+    write_text(clusters_csv, _clusters_csv(content.clusters))
     page, report.tables = render_page(content)
     write_text(report.html, page)
     log.info("report: %d figures, %d tables -> %s", len(report.figures), len(report.tables), report.html)

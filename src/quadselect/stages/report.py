@@ -18,7 +18,7 @@ from quadselect.config import RunConfig
 from quadselect.data.shards import ShardSet
 from quadselect.embed import open_embedding_shards
 from quadselect.errors import QuadselectError
-from quadselect.layout import THROUGH_EXPORT, RunLayout
+from quadselect.layout import THROUGH_EXPORT, ReportFiles, RunLayout
 from quadselect.report import build_report
 from quadselect.report.artifacts import Comparison, RunArtifacts, StageInfo, read_comparison
 from quadselect.run import StageContext
@@ -42,7 +42,8 @@ def _digest(path: Path) -> str | None:
 
 def run_report(ctx: StageContext) -> dict[str, Any]:
     artifacts = load_artifacts(ctx.run_dir, ctx.config.report.comparison)
-    report = build_report(artifacts, ctx.work_dir, ctx.config.report, seed=ctx.seed)
+    out = ReportFiles(ctx.work_dir)
+    report = build_report(artifacts, out.html, out.clusters_csv, ctx.config.report, seed=ctx.seed)
     final = ctx.layout.report.root
     return {
         "path": str(final / report.html.name),
