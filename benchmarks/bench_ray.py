@@ -44,8 +44,7 @@ from quadselect.engine import Executor, LocalExecutor  # noqa: E402
 from quadselect.engine.ray_cluster import RayExecutor, import_ray  # noqa: E402
 from quadselect.layout import RunLayout  # noqa: E402
 from quadselect.run import stage_status  # noqa: E402
-from quadselect.stages.embed import ShardEmbedder  # noqa: E402
-from quadselect.stages.workers import BATCHES_PER_TASK, ScoringWorker  # noqa: E402
+from quadselect.stages.workers import BATCHES_PER_TASK, ScoringWorker, ShardEmbedder  # noqa: E402
 from tests.reliability.conftest import write_config, write_topic_pool  # noqa: E402
 
 

@@ -9,7 +9,7 @@ from quadselect.cluster import auto_gamma, load_neighbour_graph
 from quadselect.config import load_config
 from quadselect.embed import open_embedding_shards
 from quadselect.errors import ConfigError
-from quadselect.stages import embed as embed_stage
+from quadselect.stages import workers as stage_workers
 from tests.support import make_config, write_jsonl
 
 TOPICS = {
@@ -79,7 +79,7 @@ def test_same_seed_same_clusters(topical_inputs, tmp_path) -> None:
 
 def test_embed_resumes_only_unfinished_shards(topical_inputs, monkeypatch) -> None:
     cfg = _config(topical_inputs)
-    real = embed_stage.embed_texts
+    real = stage_workers.embed_texts
     calls = []
 
     def dying(embedder, texts, batch_size, progress=None):
@@ -88,7 +88,7 @@ def test_embed_resumes_only_unfinished_shards(topical_inputs, monkeypatch) -> No
             raise KeyboardInterrupt("killed mid-stage")
         return real(embedder, texts, batch_size, progress=progress)
 
-    monkeypatch.setattr(embed_stage, "embed_texts", dying)
+    monkeypatch.setattr(stage_workers, "embed_texts", dying)
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(cfg, until="embed")
     assert sorted(p.name for p in (cfg.run_dir / "embed.partial").glob("*.npy")) == [
@@ -96,7 +96,7 @@ def test_embed_resumes_only_unfinished_shards(topical_inputs, monkeypatch) -> No
         "shard-00001.npy",
     ]
     calls.clear()
-    monkeypatch.setattr(embed_stage, "embed_texts", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    monkeypatch.setattr(stage_workers, "embed_texts", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
     run_pipeline(cfg, until="embed")
     assert len(calls) == 2  # only shards 2 and 3 were embedded again
 

@@ -10,51 +10,21 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
-
-import pyarrow.parquet as pq
 
 from quadselect.config import RunConfig
 from quadselect.data.shards import ShardSet
-from quadselect.embed import (
-    embed_texts,
-    embedding_file,
-    load_embedder,
-    open_array,
-    write_array,
-    write_embedding_index,
-)
+from quadselect.embed import embedding_file, open_array, write_embedding_index
 from quadselect.layout import PrepareFiles
 from quadselect.progress import progress_bar
 from quadselect.run import StageContext
+from quadselect.stages.workers import ShardEmbedder
 
 log = logging.getLogger(__name__)
 
 
 def embed_args(config: RunConfig) -> dict[str, Any]:
     return {"embed": config.embed.model_dump(mode="json")}
-
-
-class ShardEmbedder:
-    """A worker: embeds whole shards, `{"shard": parquet path, "dest": npy path}` → `{"rows": n}`."""
-
-    def __init__(
-        self,
-        model: str,
-        max_tokens: int,
-        batch_size: int,
-        device: str | None = None,
-        progress: Callable[[int], object] | None = None,
-    ) -> None:
-        self.embedder = load_embedder(model, max_tokens=max_tokens, device=device)
-        self.batch_size = batch_size
-        self.progress = progress
-
-    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
-        texts = pq.read_table(item["shard"], columns=["text"])["text"].to_pylist()
-        write_array(item["dest"], embed_texts(self.embedder, texts, self.batch_size, progress=self.progress))
-        return {"rows": len(texts)}
 
 
 def run_embed(ctx: StageContext) -> dict[str, Any]:

@@ -6,14 +6,17 @@ build it on another machine that mounts the run directory (docs/scaling.md).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 from safetensors.torch import load_file
 
 from quadselect.config import FactorsConfig
+from quadselect.embed import embed_texts, load_embedder, write_array
 from quadselect.influence import find_tracked_layers
 from quadselect.influence.factors import Bases, CorrectionSums, CovarianceSums, FactorPasses, Unit
 from quadselect.influence.text_scorer import TextScorer
@@ -132,3 +135,24 @@ class LossWorker:
 
         out, self.batch_size = map_batches(len(docs), self.batch_size, batch_losses, what="select: perplexity")
         return np.concatenate(out) if out else np.zeros(0)
+
+
+class ShardEmbedder:
+    """A worker: embeds whole shards, `{"shard": parquet path, "dest": npy path}` → `{"rows": n}`."""
+
+    def __init__(
+        self,
+        model: str,
+        max_tokens: int,
+        batch_size: int,
+        device: str | None = None,
+        progress: Callable[[int], object] | None = None,
+    ) -> None:
+        self.embedder = load_embedder(model, max_tokens=max_tokens, device=device)
+        self.batch_size = batch_size
+        self.progress = progress
+
+    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+        texts = pq.read_table(item["shard"], columns=["text"])["text"].to_pylist()
+        write_array(item["dest"], embed_texts(self.embedder, texts, self.batch_size, progress=self.progress))
+        return {"rows": len(texts)}
