@@ -11,7 +11,7 @@ import functools
 import hashlib
 import reprlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -193,7 +193,7 @@ class LlamaShape(_Strict):
         return True
 
     @model_validator(mode="after")
-    def _heads_divide(self) -> Self:
+    def _heads_divide(self) -> LlamaShape:
         if self.builds_llama and self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         return self
@@ -289,7 +289,7 @@ class _SelectTarget(_Strict):
         return get_method(value).name
 
     @model_validator(mode="after")
-    def _one_budget(self) -> Self:
+    def _one_budget(self) -> _SelectTarget:
         if self.budget_tokens is None and self.budget_fraction is None:
             raise ValueError("give select.budget_tokens or select.budget_fraction")
         return self
