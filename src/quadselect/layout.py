@@ -104,7 +104,9 @@ class ClusterFiles(StageFiles):
         return self.root / "clusters.parquet"
 
 
-class ProxyFiles(StageFiles):
+class ModelFiles(StageFiles):
+    """A stage that ends with a causal LM: the model, and the training checkpoints a killed run resumes from."""
+
     @property
     def model(self) -> Path:
         return self.root / MODEL_DIR
@@ -112,6 +114,10 @@ class ProxyFiles(StageFiles):
     @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
+
+
+class ProxyFiles(ModelFiles):
+    """The proxy influence is computed on."""
 
 
 class FactorsFiles(StageFiles):
@@ -126,7 +132,9 @@ class ReferenceFiles(StageFiles):
         return self.root / "g_hat.safetensors"
 
 
-class SelectFiles(StageFiles):
+class SelectionFiles(StageFiles):
+    """What select writes and export passes on: the manifest (one row per selected document) and `selection.json`."""
+
     @property
     def manifest(self) -> Path:
         return self.root / "manifest.parquet"
@@ -135,6 +143,8 @@ class SelectFiles(StageFiles):
     def selection(self) -> Path:
         return self.root / "selection.json"
 
+
+class SelectFiles(SelectionFiles):
     def checkpoint(self, method: str) -> Path:
         """A method's whole state after its last finished step (`quad_state.json` for Quad's rounds): what a killed
         select stage resumes from."""
@@ -159,18 +169,10 @@ class SelectFiles(StageFiles):
         return self.root / name
 
 
-class ExportFiles(StageFiles):
+class ExportFiles(SelectionFiles):
     @property
     def documents(self) -> Path:
         return self.root / "documents"
-
-    @property
-    def manifest(self) -> Path:
-        return self.root / "manifest.parquet"
-
-    @property
-    def selection(self) -> Path:
-        return self.root / "selection.json"
 
 
 class ReportFiles(StageFiles):
@@ -183,14 +185,8 @@ class ReportFiles(StageFiles):
         return self.root / "clusters.csv"
 
 
-class TrainFiles(StageFiles):
-    @property
-    def model(self) -> Path:
-        return self.root / MODEL_DIR
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
+class TrainFiles(ModelFiles):
+    """The fresh model trained on the exported selection."""
 
 
 class EvaluateFiles(StageFiles):
