@@ -124,7 +124,7 @@ def test_workers_that_cannot_be_placed_are_refused_on_a_ray_started_here(caplog:
     two_cpus = SimpleNamespace(cluster_resources=lambda: {"CPU": 2.0})
     executor = RayExecutor(RayConfig(workers=3, cpus_per_worker=1))
     executor._check_fits(two_cpus, 2)  # fits
-    executor._started = True  # a Ray this executor started: fixed resources
+    executor._fixed_resources = True  # a Ray this executor started (not joined): fixed resources
     with pytest.raises(ConfigError, match=r"3 workers × \(1 CPU, 0 GPU\) need 3 CPUs, the cluster has 2"):
         executor._check_fits(two_cpus, 3)
     gpu = RayExecutor(RayConfig(workers=1, gpus_per_worker=1))
