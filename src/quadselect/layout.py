@@ -199,6 +199,11 @@ class EvaluateFiles(StageFiles):
         """A method comparison's `comparison.json`, shown by the report when present."""
         return self.root / "comparison.json"
 
+    @property
+    def lm_eval_tasks(self) -> Path:
+        """The multiple-choice tasks as lm-eval tasks, a YAML and a JSONL each (`lm_eval --include_path` this)."""
+        return self.root / "lm_eval_tasks"
+
 
 @dataclass(frozen=True)
 class RunLayout:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,3 +173,15 @@ def write_documents(item: dict[str, Any], pool_dir: str) -> int:
             ]
             pq.write_table(pa.concat_tables(tables), tmp, compression="zstd")
     return int(rows.size)
+
+
+def read_documents(paths: Iterable[str | Path]) -> Iterator[str]:
+    """The texts of files `write_documents` wrote (JSONL.gz or Parquet), file after file, streamed: what a trainer
+    reads of an exported selection."""
+    for path in map(Path, paths):
+        if path.name.endswith(".parquet"):
+            yield from pq.read_table(path, columns=["text"])["text"].to_pylist()
+        else:
+            with gzip.open(path, "rt", encoding="utf-8") as fh:
+                for line in fh:
+                    yield json.loads(line)["text"]

@@ -6,8 +6,6 @@ inside it, so `quadselect run` stays a data-selection run and training a model i
 
 from __future__ import annotations
 
-import gzip
-import json
 import logging
 import math
 import shutil
@@ -15,10 +13,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from quadselect.atomic import read_json
 from quadselect.config import RunConfig
+from quadselect.data.shards import read_documents
 from quadselect.data.tokenizer import load_tokenizer
 from quadselect.evaluate.train import train_on_texts
 from quadselect.layout import ExportFiles, PrepareFiles, TrainFiles
@@ -83,12 +81,4 @@ def run_train(ctx: StageContext) -> dict[str, Any]:
 
 def _selection_texts(export: ExportFiles) -> Iterator[str]:
     """The texts of an exported selection, in the export's order (shuffled by the run seed)."""
-    selection = read_json(export.selection)
-    for entry in selection["files"]:
-        path = export.root / entry["file"]
-        if path.name.endswith(".parquet"):
-            yield from pq.read_table(path, columns=["text"])["text"].to_pylist()
-        else:
-            with gzip.open(path, "rt", encoding="utf-8") as fh:
-                for line in fh:
-                    yield json.loads(line)["text"]
+    return read_documents(export.root / entry["file"] for entry in read_json(export.selection)["files"])
