@@ -19,10 +19,12 @@ stage runner's fingerprints skip every stage whose arguments did not change. So 
 top-k, the EK-FAC factors are fitted once for the MLP-only ablation, and a re-run of this script resumes where it
 stopped.
 
-Writes: a section of benchmarks/RESULTS.md (mean ± std per metric, documents scored, selection wall time, the checks
-of Quad's thesis, held-out loss per domain; the Markdown is `_results_md.py`'s), a PNG of reference loss vs general
-loss, and comparison.json (`quadselect.compare.comparison_document`, the schema `quadselect.comparison/1` the report
-stage reads) next to RESULTS.md and in Quad's run.
+Writes: a section of benchmarks/RESULTS.md (mean ± std per metric, bits per byte first with the unigram floor beside
+it, 95% intervals over seeds, documents scored, selection wall time, paired comparisons of Quad with the other
+methods and its ablations, the checks of Quad's thesis, held-out BPB and loss per domain, multiple-choice accuracy per
+task; the Markdown is `_results_md.py`'s), a PNG of reference vs general BPB (loss when the runs have no BPB), and
+comparison.json (`quadselect.compare.comparison_document`, the schema `quadselect.comparison/2` the report stage
+reads) next to RESULTS.md and in Quad's run.
 """
 
 from __future__ import annotations
@@ -41,7 +43,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from _results_md import checks_markdown, composition_table, domain_table, markdown_table, plot_tradeoff, update_section
+from _results_md import (
+    breakdown_table,
+    checks_markdown,
+    composition_table,
+    interval_table,
+    markdown_table,
+    paired_table,
+    plot_tradeoff,
+    update_section,
+)
 
 from quadselect.atomic import read_json, write_json
 from quadselect.compare import comparison_document, link_stages, run_record, run_variant
@@ -274,13 +285,15 @@ def run_plan(base: RunConfig, args: argparse.Namespace, plan: list[tuple[Variant
         records.append({**record, "stage_wall_s": walls})
         elapsed = time.perf_counter() - started
         log.info(
-            "[%d/%d] %s seed %d: done in %.0f s (ran: %s); reference loss %.4f, general loss %.4f; %.0f of ≈%.0f s",
+            "[%d/%d] %s seed %d: done in %.0f s (ran: %s); reference BPB %.4f, loss %.4f; general loss %.4f; "
+            "%.0f of ≈%.0f s",
             i,
             len(plan),
             variant.label,
             seed,
             time.perf_counter() - t0,
             ", ".join(f"{k} {v:.0f}s" for k, v in walls.items()) or "nothing",
+            record.get("reference_bpb", math.nan),
             record.get("reference_loss", math.nan),
             record.get("general_loss", math.nan),
             elapsed,
@@ -318,7 +331,7 @@ def write_outputs(
         wall_s=round(wall, 1),
         estimated_wall_s=round(eta, 1),
     )
-    entries, checks = payload["methods"], payload["checks"]
+    entries, checks, comparisons = payload["methods"], payload["checks"], payload["comparisons"]
     args.out_dir.mkdir(parents=True, exist_ok=True)
     write_json(args.out_dir / "comparison.json", payload)
     write_json(args.work_dir / "comparison.json", payload)
@@ -326,7 +339,9 @@ def write_outputs(
     if quad_run is not None:  # `quadselect report` on Quad's run shows the comparison by default
         write_json(RunLayout(quad_run).evaluate.comparison, payload)
     plot = args.out_dir / ("compare_methods_quick.png" if args.quick else "compare_methods.png")
-    plot_tradeoff(entries, plot)
+    bpb = all(any(m in e["metrics"] for e in entries) for m in ("reference_bpb", "general_bpb"))
+    axes = ("general_bpb", "reference_bpb") if bpb else ("general_loss", "reference_loss")
+    plot_tradeoff(entries, plot, x=axes[0], y=axes[1])
 
     t = base.train
     heading = "## Selection methods compared: a model trained on each selection (issue 6)"
@@ -351,33 +366,54 @@ def write_outputs(
         f"cosine schedule, lr {t.lr:g}, batch {t.batch_size}). Seeds {seeds} set the training seed and the selection "
         "seed (top-k and perplexity selections are deterministic: one selection, trained with each seed).",
         "",
-        f"Held-out evaluation (`quadselect evaluate`): reference loss on {first.get('reference_docs', '?')} held-out "
-        f"reference documents ({first.get('reference_from')}); general loss = unweighted mean over the "
-        f"{first.get('general_domains', '?')} pool domains of the held-out loss (≤ {ev.max_docs_per_source} documents "
-        f"per domain, first {ev.max_tokens_per_doc} tokens of each); cloze = greedy last-word accuracy on "
+        f"Held-out evaluation (`quadselect evaluate`): reference BPB and loss on {first.get('reference_docs', '?')} "
+        f"held-out reference documents ({first.get('reference_from')}); general BPB and loss = unweighted mean over "
+        f"the {first.get('general_domains', '?')} pool domains (≤ {ev.max_docs_per_source} documents per domain, "
+        f"first {ev.max_tokens_per_doc} tokens of each). BPB = summed loss in bits / UTF-8 bytes of the text scored "
+        "(comparable across tokenizers); loss in nats per token. Unigram floor = the BPB of a unigram model fitted on "
+        "the same selection (what learning only word frequencies scores). MC = multiple-choice continuation tasks "
+        "(4 choices, chance 25%; acc by summed log-probability, acc_norm per byte), one from the held-out reference "
+        "text and one per pool domain (general = their unweighted mean); cloze = greedy last-word accuracy on "
         f"{first.get('cloze_examples', '?')} passages of the held-out reference documents. Mean ± sample std over "
         "seeds. Docs scored = documents whose influence was computed (Quad's pilot included); select wall = the "
         "select stage's own time, without the pool decontamination screen every method shares.",
     ]
+    domains = [
+        (f"Held-out {name} per pool domain (mean over seeds):", breakdown_table(entries, key))
+        for name, key in (("bits per byte", "domain_bpb"), ("loss (nats/token)", "domain_losses"))
+    ]
+    tasks = [
+        (f"Multiple-choice {name} per task (mean over seeds; chance 0.25):", breakdown_table(entries, key, "task", 3))
+        for name, key in (("accuracy", "choice_acc"), ("accuracy per byte (acc_norm)", "choice_acc_norm"))
+    ]
+    breakdowns = [line for title, table in domains + tasks if table for line in (title, "", table, "")]
     body = "\n".join(
         [
             *setup,
             "",
             markdown_table(entries),
             "",
-            "Checks of Quad's thesis on these numbers (σ of a gap = √(σ₁² + σ₂²), the spread of one run of each):",
+            "95% t-intervals of each mean over seeds:",
+            "",
+            interval_table(entries),
+            "",
+            "Paired comparisons: Quad (a) against each method a claim is about and each ablation (b), runs matched by "
+            "training seed; mean difference a − b (the metric's arrow says which sign favours Quad), percentile "
+            "bootstrap 95% interval of it (10,000 resamples of the seeds), two-sided paired t-test:",
+            "",
+            paired_table(comparisons, entries),
+            "",
+            "Checks of Quad's thesis on these numbers (a claim holds when the paired difference favours Quad with "
+            "p < 0.05; N/A when the test cannot be made: fewer than 2 matched seeds, or no spread in the difference):",
             "",
             checks_markdown(checks),
             "",
-            "Held-out loss per pool domain (mean over seeds):",
-            "",
-            domain_table(entries),
-            "",
+            *breakdowns,
             "What each method selected: share of the selected tokens per source (mean over seeds), beside the pool's:",
             "",
             composition_table(entries, {src: int(v["tokens"]) for src, v in pool["sources"].items()}),
             "",
-            f"![reference loss vs general loss]({plot.name})",
+            f"![reference vs general {'BPB' if bpb else 'loss'}]({plot.name})",
         ]
     )
     update_section(args.results, heading, body)

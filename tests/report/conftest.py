@@ -46,22 +46,28 @@ def copy_run(config: RunConfig, dest: Path, **overrides: Any) -> RunConfig:
 
 
 def comparison_payload() -> dict[str, Any]:
-    """A comparison.json as `quadselect.compare.comparison_document` makes it (schema quadselect.comparison/1)."""
+    """A comparison.json as `quadselect.compare.comparison_document` makes it (schema quadselect.comparison/2)."""
 
     def stats(*values: float) -> dict[str, Any]:
         return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)), "values": list(values)}
 
     return {
-        "schema": "quadselect.comparison/1",
+        "schema": "quadselect.comparison/2",
+        "headline": ["reference_bpb", "general_bpb", "reference_loss", "general_loss", "cloze_accuracy"],
         "methods": [
-            {"method": "random", "metrics": {"reference_loss": stats(5.8, 5.7), "general_loss": stats(6.1, 6.0),
+            {"method": "random", "metrics": {"reference_bpb": stats(3.3, 3.2), "reference_loss": stats(5.8, 5.7),
+                                             "general_loss": stats(6.1, 6.0),
                                              "cloze_accuracy": {"mean": None, "std": None, "values": []}},
-             "docs_scored": 0, "select_wall_s": 0.1},
-            {"method": "quad", "metrics": {"reference_loss": stats(4.9, 4.95), "general_loss": stats(7.1, 7.2)},
-             "docs_scored": 864, "select_wall_s": 61.0},
+             "floors": {"reference_bpb": stats(4.1, 4.1)}, "docs_scored": 0, "select_wall_s": 0.1},
+            {"method": "quad", "metrics": {"reference_bpb": stats(2.9, 2.95), "reference_loss": stats(4.9, 4.95),
+                                           "general_loss": stats(7.1, 7.2)},
+             "floors": {"reference_bpb": stats(4.0, 4.1)}, "docs_scored": 864, "select_wall_s": 61.0},
         ],
-        "checks": [{"check": "Quad beats random on reference loss by more than 2σ", "passed": True,
-                    "detail": "4.93 vs 5.75"}],
+        "comparisons": [],
+        "checks": [{"check": "Quad's reference loss beats random's (paired over seeds, p < 0.05)", "passed": True,
+                    "detail": "4.93 vs 5.75"},
+                   {"check": "Quad's general loss beats topk_influence's (paired over seeds, p < 0.05)",
+                    "passed": None, "detail": "1 matched seed: a paired test needs 2 or more"}],
     }
 
 

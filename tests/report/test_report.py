@@ -11,15 +11,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from quadselect.api import run_pipeline
-from quadselect.atomic import read_json, write_text
+from quadselect.atomic import read_json, write_json, write_text
 from quadselect.config import ReportConfig, RunConfig
 from quadselect.errors import QuadselectError
 from quadselect.report import build_report
-from quadselect.report.artifacts import changed_args
+from quadselect.report.artifacts import changed_args, read_comparison
 from quadselect.report.build import extreme_documents
+from quadselect.report.figures import comparison_figure
 from quadselect.run import StageResult
 from quadselect.stages.report import load_artifacts
-from tests.report.conftest import copy_run
+from tests.report.conftest import comparison_payload, copy_run
 
 Run = tuple[RunConfig, dict[str, StageResult]]
 QUAD_FIGURES = {"timings", "map", "trajectory", "scores", "composition"}
@@ -99,6 +100,33 @@ def test_the_comparison_appears_when_an_evaluation_wrote_one(compared_run: Run) 
     html = _html(config)
     assert 'data-figure="comparison"' in html and 'data-missing="comparison"' not in html
     assert "4.925 ± 0.035" in html  # quad's reference loss: mean ± sample std of 4.9 and 4.95
+    checks = html[html.index("<h3>Checks</h3>") :]
+    assert '<td class="yes">holds</td>' in checks and '<td class="missing">undecided</td>' in checks
+    assert "fails" not in checks  # the undecided check (no p-value) is not shown as a failure
+    comparison_header = html[html.index("From ") :].split("</tr>", 1)[0]
+    names = ("reference_bpb", "reference_loss", "general_loss")  # the headline's order, not the alphabet's
+    assert [comparison_header.index(name) for name in names] == sorted(comparison_header.index(name) for name in names)
+
+
+def test_the_comparison_figure_leads_with_bits_per_byte_and_marks_each_methods_floor(tmp_path: Path) -> None:
+    path = tmp_path / "comparison.json"
+    write_json(path, comparison_payload())
+    comparison = read_comparison(path)
+    assert comparison.metric_names == ["reference_bpb", "reference_loss", "general_loss"]  # cloze: no seed measured it
+    assert comparison.methods[1].floors["reference_bpb"] == pytest.approx((4.05, 0.0707107), rel=1e-6)
+    assert [c["passed"] for c in comparison.checks] == [True, None]  # an undecided check stays undecided
+    figure = comparison_figure(comparison, "quad")
+    panels = [ax for ax in figure.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == ["reference_bpb", "reference_loss", "general_loss"]
+    [floors] = [c for c in panels[0].collections if c.get_label() == "unigram floor"]  # one tick per method
+    assert floors.get_offsets()[:, 0].tolist() == pytest.approx([4.1, 4.05])
+    assert not [c for c in panels[1].collections if c.get_label() == "unigram floor"]  # no floor for the loss
+    payload = comparison_payload()
+    for method in payload["methods"]:  # runs from before bits per byte: the losses lead
+        method["metrics"].pop("reference_bpb")
+    write_json(path, payload)
+    titles = [ax.get_title() for ax in comparison_figure(read_comparison(path), "quad").axes if ax.get_visible()]
+    assert titles == ["reference_loss", "general_loss"]
 
 
 def test_the_report_follows_the_evaluation_files(compared_run: Run, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from quadselect.compare.results import (
     SCHEMA,
     aggregate,
     comparison_document,
+    paired_comparisons,
     pareto_front,
     thesis_checks,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "aggregate",
     "comparison_document",
     "link_stages",
+    "paired_comparisons",
     "pareto_front",
     "run_record",
     "run_variant",

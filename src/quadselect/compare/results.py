@@ -1,42 +1,96 @@
-"""Compare selection methods from their evaluated runs: mean ± std over seeds, the Pareto front of reference loss
-against general loss, the checks of Quad's thesis, and the `comparison.json` document that holds them.
+"""Compare selection methods from their evaluated runs: mean, spread and 95% interval over seeds, paired comparisons
+of Quad with the methods its claims are about, the Pareto front of reference loss against general loss, the checks
+of Quad's thesis, and the `comparison.json` document that holds them.
 
-`comparison.json` (schema `quadselect.comparison/1`) is what the report stage reads: a `methods` list whose entries
-hold `method`, `metrics` ({name: {mean, std, values}}), `docs_scored` and `select_wall_s`.
+`comparison.json` (schema `quadselect.comparison/2`) is what the report stage reads: a `methods` list whose entries
+hold `method`, `metrics` and `floors` ({name: {mean, std, ci95, n, values}}; `floors` holds the unigram floor of a
+metric under the metric's own name), `docs_scored` and `select_wall_s`; a `comparisons` list of paired comparisons
+({a, b, metric, higher_is_better, seeds, n_pairs, mean_a, mean_b, mean_diff, ci95, p, reason}, `compare/stats.py`);
+the `checks`; and `headline`, the order to show the metrics in (the file's keys are sorted when written).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
+from quadselect.compare.stats import paired, summarize
 
-SCHEMA = "quadselect.comparison/1"
-HEADLINE = ("reference_loss", "general_loss", "cloze_accuracy", "cloze_nll", "reference_ppl", "general_ppl")
+SCHEMA = "quadselect.comparison/2"
+# Bits per byte first (comparable across tokenizers), then the multiple-choice headline means, then per-token losses.
+HEADLINE = (
+    "reference_bpb",
+    "general_bpb",
+    "choice_reference_acc",
+    "choice_reference_acc_norm",
+    "choice_general_acc",
+    "choice_general_acc_norm",
+    "reference_loss",
+    "general_loss",
+    "cloze_accuracy",
+    "cloze_nll",
+    "reference_ppl",
+    "general_ppl",
+)
+FLOOR = "floor/"  # `floor/<metric>`: a unigram model fitted on the same selection, scored alike
+# A perplexity is the exponential of its loss: the paired test on the loss already says what it would.
+PAIRED_METRICS = tuple(m for m in HEADLINE if not m.endswith("_ppl"))
+CLAIM_BASELINES = ("random", "cluster_balanced", "dsir", "topk_influence")
 QUALITY_BASELINES = ("random", "cluster_balanced")
+ALPHA = 0.05
+CHOICE_CHANCE = 0.25  # the true continuation among 4 choices
+# Per-domain or per-task families of metrics.json keys: entry key -> (key prefix, key suffix).
+BREAKDOWNS = {
+    "domain_bpb": ("bpb/", ""),
+    "domain_losses": ("loss/", ""),
+    "choice_acc": ("choice/", "/acc"),
+    "choice_acc_norm": ("choice/", "/acc_norm"),
+}
 
 
 def comparison_document(records: Sequence[dict[str, Any]], **context: Any) -> dict[str, Any]:
-    """The content of a comparison.json: one entry per method (`aggregate`), the thesis checks, the per-run records
-    themselves, and `context` (how the runs were made: command, machine, pool, budget, ...)."""
+    """The content of a comparison.json: one entry per method (`aggregate`), the paired comparisons, the thesis
+    checks, the per-run records themselves, and `context` (how the runs were made: command, machine, pool, ...)."""
     entries = aggregate(records)
-    return {"schema": SCHEMA, **context, "checks": thesis_checks(entries), "methods": entries, "runs": list(records)}
+    comparisons = paired_comparisons(records)
+    return {
+        "schema": SCHEMA,
+        **context,
+        "headline": list(HEADLINE),
+        "checks": thesis_checks(entries, comparisons),
+        "methods": entries,
+        "comparisons": comparisons,
+        "runs": list(records),
+    }
 
 
-def _stats(values: Sequence[float]) -> dict[str, Any]:
-    """Mean, sample standard deviation (null for one value) and the values themselves."""
-    arr = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=np.float64)
-    if arr.size == 0:
-        return {"mean": None, "std": None, "values": []}
-    std = float(arr.std(ddof=1)) if arr.size > 1 else None
-    return {"mean": float(arr.mean()), "std": std, "values": arr.tolist()}
+def higher_is_better(metric: str) -> bool:
+    """Accuracies go up, losses, bits per byte and perplexities go down."""
+    return metric.endswith(("accuracy", "_acc", "_acc_norm"))
+
+
+def chance_level(metric: str) -> float | None:
+    """What an accuracy scores without learning anything (None for a metric without one): the bottom of its scale
+    for the cloze task's exact-word match, one in four for a multiple-choice task."""
+    if metric == "cloze_accuracy":
+        return 0.0
+    if metric.startswith("choice") and higher_is_better(metric):
+        return CHOICE_CHANCE
+    return None
+
+
+def at_chance(entries: Sequence[dict[str, Any]], metric: str) -> bool:
+    """Whether no method that measured `metric` scores above its chance level: a column that tells no method apart."""
+    chance = chance_level(metric)
+    means = [e["metrics"][metric]["mean"] for e in entries if _mean(e, metric) is not None]
+    return chance is not None and bool(means) and all(m <= chance for m in means)
 
 
 def aggregate(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per method label (in first-seen order) from per-run records: a run's `metrics.json` plus `label`
-    (e.g. `quad` or `quad:mlp_only`) and optionally `ablation`, `docs_selected`, `tokens_selected`."""
+    (e.g. `quad` or `quad:mlp_only`) and optionally `ablation`, `docs_selected`, `tokens_selected`.
+
+    A metric no run of a method measured (an older metrics.json) is left out of that method's entry."""
     labels: list[str] = []
     for run in runs:
         if run["label"] not in labels:
@@ -44,9 +98,8 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     entries = []
     for label in labels:
         group = [r for r in runs if r["label"] == label]
-        domains = sorted({k.removeprefix("loss/") for r in group for k in r if k.startswith("loss/")})
-        scored = _stats([r.get("docs_scored") for r in group])
-        wall = _stats([r.get("select_wall_s") for r in group])
+        scored = summarize([r.get("docs_scored") for r in group])
+        wall = summarize([r.get("select_wall_s") for r in group])
         entries.append(
             {
                 "method": label,
@@ -54,14 +107,15 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "ablation": group[0].get("ablation"),
                 "seeds": [r["seed"] for r in group],
                 "n": len(group),
-                "metrics": {m: _stats([r.get(m) for r in group]) for m in HEADLINE if any(m in r for r in group)},
-                "domain_losses": {d: _stats([r.get(f"loss/{d}") for r in group]) for d in domains},
+                "metrics": _family(group, {m: m for m in HEADLINE}),
+                "floors": _family(group, {m: FLOOR + m for m in HEADLINE}),
+                **{key: _family(group, _breakdown(group, *affixes)) for key, affixes in BREAKDOWNS.items()},
                 "docs_scored": None if scored["mean"] is None else round(scored["mean"]),
                 "docs_scored_std": scored["std"],
                 "select_wall_s": wall["mean"],
                 "select_wall_s_std": wall["std"],
-                "docs_selected": _stats([r.get("docs_selected") for r in group])["mean"],
-                "tokens_selected": _stats([r.get("tokens_selected") for r in group])["mean"],
+                "docs_selected": summarize([r.get("docs_selected") for r in group])["mean"],
+                "tokens_selected": summarize([r.get("tokens_selected") for r in group])["mean"],
                 "composition": _composition(group),
                 "train_tokens": group[0].get("train_tokens"),
             }
@@ -70,6 +124,18 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for entry in entries:  # ablations are variants of Quad, not competing methods: left off the front
         entry["pareto"] = None if entry["ablation"] else entry["method"] in front
     return entries
+
+
+def _family(group: Sequence[dict[str, Any]], keys: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """name -> statistics over the runs of `group` of the record key `keys[name]`, for the keys some run has."""
+    return {name: summarize([r.get(key) for r in group]) for name, key in keys.items() if any(key in r for r in group)}
+
+
+def _breakdown(group: Sequence[dict[str, Any]], prefix: str, suffix: str) -> dict[str, str]:
+    """name -> record key for the keys `<prefix><name><suffix>` (a domain, a task), sorted by name."""
+    keys = {k for r in group for k in r if k.startswith(prefix) and k.endswith(suffix)}
+    names = {k[len(prefix) : len(k) - len(suffix)] for k in keys}
+    return {name: f"{prefix}{name}{suffix}" for name in sorted(n for n in names if n and "/" not in n)}
 
 
 def _composition(group: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -87,8 +153,43 @@ def _mean(entry: dict[str, Any], metric: str) -> float | None:
     return entry["metrics"].get(metric, {}).get("mean")
 
 
+def paired_comparisons(runs: Sequence[dict[str, Any]], quad: str = "quad", *, seed: int = 0) -> list[dict[str, Any]]:
+    """Quad against each method a claim is about (`CLAIM_BASELINES`) and each of its ablations, on every headline
+    metric both measured: runs matched by seed (the training seed), a = Quad, b = the other method.
+
+    `seed` seeds the bootstrap, so the same runs always give the same document."""
+    by_label: dict[str, dict[int, dict[str, Any]]] = {}
+    for run in runs:
+        label_runs = by_label.setdefault(run["label"], {})
+        if run["seed"] in label_runs:
+            raise ValueError(f"two runs of {run['label']} with seed {run['seed']}: a paired comparison needs one")
+        label_runs[run["seed"]] = run
+    if quad not in by_label:
+        return []
+    ablations = [label for label, r in by_label.items() if any(x.get("ablation") for x in r.values())]
+    others = [b for b in CLAIM_BASELINES if b in by_label] + ablations
+    rows = []
+    for other in others:
+        a, b = by_label[quad], by_label[other]
+        for metric in PAIRED_METRICS:
+            if not any(metric in r for r in a.values()) or not any(metric in r for r in b.values()):
+                continue
+            values_a = {s: r.get(metric) for s, r in a.items()}
+            values_b = {s: r.get(metric) for s, r in b.items()}
+            rows.append(
+                {
+                    "a": quad,
+                    "b": other,
+                    "metric": metric,
+                    "higher_is_better": higher_is_better(metric),
+                    **paired(values_a, values_b, seed=seed),
+                }
+            )
+    return rows
+
+
 def pareto_front(entries: Sequence[dict[str, Any]], x: str = "general_loss", y: str = "reference_loss") -> set[str]:
-    """Methods no other method beats on both losses (lower is better on each, strictly better on one)."""
+    """Methods no other method beats on both metrics (lower is better on each, strictly better on one)."""
     points = {e["method"]: (_mean(e, x), _mean(e, y)) for e in entries}
     points = {k: v for k, v in points.items() if None not in v}
     front = set()
@@ -101,20 +202,24 @@ def pareto_front(entries: Sequence[dict[str, Any]], x: str = "general_loss", y: 
     return front
 
 
-def thesis_checks(entries: Sequence[dict[str, Any]], quad: str = "quad") -> list[dict[str, Any]]:
+def thesis_checks(
+    entries: Sequence[dict[str, Any]], comparisons: Sequence[dict[str, Any]], quad: str = "quad"
+) -> list[dict[str, Any]]:
     """The issue's bar for Quad, each with whether it holds on these numbers and the figures behind it.
 
-    "Beats by more than 2σ" uses σ = √(σ_quad² + σ_other²), the spread of the difference between one run of each."""
+    "Beats" is a paired comparison over matched seeds (`paired_comparisons`): it holds when the mean difference
+    favours Quad and the paired t-test gives p < 0.05; it is undecided (None) when the test cannot be made. Each
+    quality and breadth claim is checked on bits per byte when the runs measured it, and on the per-token loss."""
     by_name = {e["method"]: e for e in entries}
     if quad not in by_name:
         return []
     q = by_name[quad]
+    pairs = {(c["b"], c["metric"]): c for c in comparisons if c["a"] == quad}
     checks = []
-    for other in QUALITY_BASELINES:
-        if other in by_name:
-            checks.append(_beats(q, by_name[other], "reference_loss", sigmas=2.0))
+    claims = [(other, metric) for other in QUALITY_BASELINES for metric in ("reference_bpb", "reference_loss")]
+    claims += [("topk_influence", metric) for metric in ("general_bpb", "general_loss")]
+    checks += [_beats(pairs[claim]) for claim in claims if claim in pairs]
     if "topk_influence" in by_name:
-        checks.append(_beats(q, by_name["topk_influence"], "general_loss", sigmas=0.0))
         tk = by_name["topk_influence"]
         if q["docs_scored"] is not None and tk["docs_scored"]:
             ratio = q["docs_scored"] / tk["docs_scored"]
@@ -137,18 +242,19 @@ def thesis_checks(entries: Sequence[dict[str, Any]], quad: str = "quad") -> list
     return checks
 
 
-def _beats(q: dict[str, Any], other: dict[str, Any], metric: str, *, sigmas: float) -> dict[str, Any]:
-    """`passed` is None when a spread is needed but one side has a single seed."""
-    mq, mo = _mean(q, metric), _mean(other, metric)
-    sq, so = q["metrics"][metric]["std"], other["metrics"][metric]["std"]
-    sigma = math.sqrt((sq or 0.0) ** 2 + (so or 0.0) ** 2)
-    gap = mo - mq  # lower loss is better: a positive gap means Quad is better
-    known = sq is not None and so is not None
-    passed: bool | None = bool(gap > sigmas * sigma) if known or not sigmas else None
-    z = f" = {gap / sigma:.1f}σ" if known and sigma > 0 else ("" if known else " (σ unknown: one seed)")
-    rule = f" by more than {sigmas:g}σ" if sigmas else ""
+def _beats(c: dict[str, Any]) -> dict[str, Any]:
+    """A claim that Quad (a) does better than b on one metric, from their paired comparison."""
+    name = c["metric"].replace("_", " ").replace("bpb", "BPB")
+    check = f"Quad's {name} beats {c['b']}'s (paired over seeds, p < {ALPHA:g})"
+    if c["p"] is None:
+        figures = "" if c["mean_diff"] is None else f"{c['mean_a']:.4f} vs {c['mean_b']:.4f}: "
+        return {"check": check, "passed": None, "detail": figures + c["reason"]}
+    diff = c["mean_diff"]
+    better = diff > 0 if c["higher_is_better"] else diff < 0
+    lo, hi = c["ci95"]
     return {
-        "check": f"Quad's {metric.replace('_', ' ')} beats {other['method']}'s{rule}",
-        "passed": passed,
-        "detail": f"{mq:.4f} vs {mo:.4f}: gap {gap:+.4f}{z}",
+        "check": check,
+        "passed": bool(better and c["p"] < ALPHA),
+        "detail": f"{c['mean_a']:.4f} vs {c['mean_b']:.4f} over seeds {c['seeds']}: difference {diff:+.4f} "
+        f"(95% bootstrap interval {lo:+.4f} to {hi:+.4f}), paired t-test p = {c['p']:.3g}",
     }

@@ -22,6 +22,8 @@ from quadselect.data.shards import ShardSet, read_rows
 
 log = logging.getLogger(__name__)
 
+COMPARISON_SCHEMA = "quadselect.comparison/2"  # what quadselect.compare writes (a run-level package: not imported)
+
 
 @dataclass
 class StageInfo:
@@ -36,10 +38,12 @@ class StageInfo:
 
 @dataclass
 class MethodResult:
-    """One row of a method comparison: metric name -> (mean, std or None)."""
+    """One row of a method comparison: metric name -> (mean, std or None), and the unigram floor of a metric (a
+    unigram model fitted on the same selection) under the metric's name."""
 
     method: str
     metrics: dict[str, tuple[float, float | None]]
+    floors: dict[str, tuple[float, float | None]] = field(default_factory=dict)
     docs_scored: int | None = None
     select_wall_s: float | None = None
 
@@ -50,8 +54,17 @@ class Comparison:
 
     path: Path | None
     methods: list[MethodResult] = field(default_factory=list)
-    checks: list[dict[str, Any]] = field(default_factory=list)  # {check, passed, detail}: the thesis, tested
+    # {check, passed, detail}: the thesis, tested; passed is None when the numbers cannot decide (one seed)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    headline: list[str] = field(default_factory=list)  # the order the comparison shows its metrics in
     note: str = ""
+
+    @property
+    def metric_names(self) -> list[str]:
+        """Every metric some method has: in the comparison's headline order (bits per byte first), then any other
+        alphabetically."""
+        present = {name for m in self.methods for name in m.metrics}
+        return [n for n in self.headline if n in present] + sorted(present - set(self.headline))
 
 
 @dataclass
@@ -90,42 +103,54 @@ class RunArtifacts:
 
 
 def read_comparison(path: Path) -> Comparison:
-    """Read a comparison.json (schema `quadselect.comparison/1`, written by `quadselect.compare`, or a bare list):
-    methods of {method, metrics, docs_scored, select_wall_s}.
+    """Read a comparison.json (schema `quadselect.comparison/2`, written by `quadselect.compare`): methods of
+    {method, metrics, floors, docs_scored, select_wall_s}, the checks, and the headline order of the metrics (the
+    file's keys are sorted: the order is a list).
 
-    A metric is {"mean": m, "std": s} or a plain number. A file that cannot be read as a comparison leaves a note in
-    the report instead: the report still shows the run."""
+    A metric is {"mean": m, "std": s, ...} or a plain number. A file that cannot be read as a comparison leaves a note
+    in the report instead: the report still shows the run."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        entries = data.get("methods") if isinstance(data, dict) else data
+        if not isinstance(data, dict) or data.get("schema") != COMPARISON_SCHEMA:
+            schema = data.get("schema") if isinstance(data, dict) else None
+            raise ValueError(f"schema {schema!r}, expected {COMPARISON_SCHEMA!r}")
+        entries = data.get("methods")
         if not isinstance(entries, list) or not entries:
             raise ValueError("expected a non-empty list of methods")
         methods = [_method_result(entry) for entry in entries]
         checks = [
-            {"check": str(c["check"]), "passed": bool(c["passed"]), "detail": str(c.get("detail", ""))}
-            for c in (data.get("checks") or [] if isinstance(data, dict) else [])
+            {"check": str(c["check"]), "passed": None if c["passed"] is None else bool(c["passed"]),
+             "detail": str(c.get("detail", ""))}
+            for c in data.get("checks") or []
         ]
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         log.warning("report: %s is not a readable comparison (%s); the report leaves it out", path, exc)
         return Comparison(path, note=f"{path} could not be read as a method comparison ({exc}).")
-    return Comparison(path, methods, checks)
+    return Comparison(path, methods, checks, headline=[str(name) for name in data["headline"]])
 
 
 def _method_result(entry: dict[str, Any]) -> MethodResult:
-    metrics: dict[str, tuple[float, float | None]] = {}
-    for name, value in (entry.get("metrics") or {}).items():
-        if not isinstance(value, dict):
-            metrics[name] = (float(value), None)
-        elif value.get("mean") is not None:  # null: no seed of this method measured it
-            metrics[name] = (float(value["mean"]), _opt_float(value.get("std")))
+    metrics = _mean_std(entry.get("metrics") or {})
     if not metrics:
         raise ValueError(f"method {entry.get('method')!r} has no metrics")
     return MethodResult(
         method=str(entry["method"]),
         metrics=metrics,
+        floors=_mean_std(entry.get("floors") or {}),
         docs_scored=int(entry["docs_scored"]) if entry.get("docs_scored") is not None else None,
         select_wall_s=_opt_float(entry.get("select_wall_s")),
     )
+
+
+def _mean_std(values: dict[str, Any]) -> dict[str, tuple[float, float | None]]:
+    """name -> (mean, std or None), in the file's order; a null mean (no seed measured it) is left out."""
+    out: dict[str, tuple[float, float | None]] = {}
+    for name, value in values.items():
+        if not isinstance(value, dict):
+            out[name] = (float(value), None)
+        elif value.get("mean") is not None:
+            out[name] = (float(value["mean"]), _opt_float(value.get("std")))
+    return out
 
 
 def _opt_float(value: Any) -> float | None:

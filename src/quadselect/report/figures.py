@@ -174,19 +174,25 @@ def composition_figure(pool: dict[str, int], selection: dict[str, int]) -> Figur
 
 
 def comparison_figure(comparison: Comparison, highlight: str) -> Figure:
-    """One panel per metric: each method's mean with its standard deviation as an error bar."""
-    metrics = sorted({name for m in comparison.methods for name in m.metrics})
+    """One panel per metric, in the comparison's headline order (bits per byte first): each method's mean with its
+    standard deviation as an error bar, and the unigram floor of the method's selection as a black tick where the
+    comparison has one."""
+    metrics = comparison.metric_names
     cols = min(3, len(metrics))
     rows = -(-len(metrics) // cols)
     fig = Figure(figsize=(4 * cols, 0.3 * len(comparison.methods) * rows + 1.6 * rows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     methods = [m.method for m in comparison.methods]
+    y = np.arange(len(methods))[::-1]
     for ax, metric in zip(axes, metrics, strict=False):
         means = [m.metrics.get(metric, (np.nan, None))[0] for m in comparison.methods]
         stds = [m.metrics.get(metric, (np.nan, None))[1] or 0.0 for m in comparison.methods]
         colours = [SELECTED_COLOUR if name == highlight else ACCENT for name in methods]
-        y = np.arange(len(methods))[::-1]
         ax.barh(y, means, xerr=stds, color=colours, capsize=3)
+        floors = [m.floors.get(metric, (np.nan, None))[0] for m in comparison.methods]
+        if not np.all(np.isnan(floors)):
+            ax.scatter(floors, y, marker="|", s=160, color="black", zorder=3, label="unigram floor")
+            ax.legend(fontsize=7, loc="lower right")
         ax.set_yticks(y, methods, fontsize=8)
         ax.set_title(metric, fontsize=9)
     for ax in axes[len(metrics) :]:

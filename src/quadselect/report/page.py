@@ -248,6 +248,13 @@ def _documents_section(content: Content, tables: list[str]) -> str:
     return top + bottom
 
 
+def _verdict(passed: bool | None) -> str:
+    """A check's result cell: undecided (None: too few matched seeds for a p-value) is neither a pass nor a fail."""
+    if passed is None:
+        return '<td class="missing">undecided</td>'
+    return f'<td class="{"yes" if passed else "no"}">{"holds" if passed else "fails"}</td>'
+
+
 def _comparison_section(content: Content, tables: list[str]) -> str:
     art = content.artifacts
     out = []
@@ -259,7 +266,7 @@ def _comparison_section(content: Content, tables: list[str]) -> str:
     if not art.comparison.methods:
         out.append(f'<p class="missing" data-missing="comparison">{_e(art.comparison.note)}</p>')
         return "\n".join(out)
-    metrics = sorted({name for m in art.comparison.methods for name in m.metrics})
+    metrics = art.comparison.metric_names  # headline order: bits per byte first
     rows = []
     for m in art.comparison.methods:
         cells = [_td(m.method, cls="yes" if m.method == art.method else "")]
@@ -274,7 +281,6 @@ def _comparison_section(content: Content, tables: list[str]) -> str:
     out.append(source + _table("comparison", ["method", *metrics, "docs scored", "select time"], rows, tables))
     out.append(_figure(content, "comparison"))
     if art.comparison.checks:
-        rows = [[_td(c["check"]), f'<td class="{"yes" if c["passed"] else "no"}">{"holds" if c["passed"] else "fails"}'
-                 "</td>", _td(c["detail"])] for c in art.comparison.checks]
+        rows = [[_td(c["check"]), _verdict(c["passed"]), _td(c["detail"])] for c in art.comparison.checks]
         out.append("<h3>Checks</h3>" + _table("checks", ["check", "result", "detail"], rows, tables))
     return "\n".join(out)
