@@ -395,7 +395,7 @@ class ChoiceConfig(_Strict):
         4,
         ge=1,
         description="Words of a choice at most. In long choices the context's effect drowns in the choices' word "
-        "frequencies: on the demo, a small model scored 0.33 with 1-4 words, 0.28 with 8-16 (chance: 0.25).",
+        "frequencies, and a small model scores near chance (0.25).",
     )
     max_per_doc: int = Field(
         4, gt=0, description="Passages per document at most: consecutive, non-overlapping, from its start."
