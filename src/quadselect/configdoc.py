@@ -37,7 +37,8 @@ data:
 
 
 def config_reference() -> str:
-    """The Markdown page: one section per config section, one row per key."""
+    """The Markdown page: one section per config section (nested sections, like `evaluate.cloze`, right after their
+    parent), one row per key."""
     parts = [HEADER]
     top = [(name, f) for name, f in RunConfig.model_fields.items() if not _model_of(f.annotation)]
     parts.append(_section("Top level", RunConfig.__doc__, top, prefix=""))
@@ -45,7 +46,7 @@ def config_reference() -> str:
         model = _model_of(field.annotation)
         if model is None:
             continue
-        parts.append(_section(f"`{name}`", model.__doc__, list(model.model_fields.items()), prefix=f"{name}."))
+        parts += _sections(model, f"{name}.")
         if name == "data":
             parts.append(
                 _section(
@@ -56,6 +57,16 @@ def config_reference() -> str:
                 )
             )
     return "\n".join(parts)
+
+
+def _sections(model: type[BaseModel], prefix: str) -> list[str]:
+    """The section of `model` (keys under `prefix`), then one for each model-valued key in it, recursively."""
+    parts = [_section(f"`{prefix.rstrip('.')}`", model.__doc__, list(model.model_fields.items()), prefix=prefix)]
+    for name, field in model.model_fields.items():
+        nested = _model_of(field.annotation)
+        if nested is not None:
+            parts += _sections(nested, f"{prefix}{name}.")
+    return parts
 
 
 def write_config_reference(path: str | Path) -> None:

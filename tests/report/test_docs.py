@@ -51,6 +51,27 @@ def test_configuration_reference_is_up_to_date() -> None:
     assert page == config_reference(), "docs/configuration.md is stale: run `python scripts/gen_config_docs.py`"
 
 
+def test_the_configuration_reference_has_a_row_for_every_key_nested_ones_included() -> None:
+    from pydantic import BaseModel
+
+    from quadselect.config import RunConfig, SourceSpec
+
+    def keys(model: type[BaseModel], prefix: str) -> list[str]:
+        found = []
+        for name, field in model.model_fields.items():
+            nested = field.annotation if isinstance(field.annotation, type) else None
+            if nested is not None and issubclass(nested, BaseModel):
+                found += keys(nested, f"{prefix}{name}.")
+            else:
+                found.append(f"{prefix}{name}")
+        return found
+
+    page = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    missing = [k for k in keys(RunConfig, "") + keys(SourceSpec, "") if f"| `{k}` |" not in page]
+    assert not missing, f"docs/configuration.md has no row for {missing}"
+    assert "| `evaluate.cloze.enabled` |" in page and "| `evaluate.choice.context_words` |" in page
+
+
 def test_every_example_in_the_docs_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
