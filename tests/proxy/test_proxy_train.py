@@ -209,3 +209,13 @@ def test_steps_or_tokens_must_be_given_once(tokenizer: PreTrainedTokenizerFast, 
         train_causal_lm(_model(tokenizer), blocks, steps=2, total_tokens=100)
     result = train_causal_lm(_model(tokenizer), blocks, total_tokens=3 * 8 * SEQ_LEN - 1, batch_size=8)
     assert len(result.loss_curve) == 3
+
+
+def test_final_loss_is_the_mean_of_the_last_twentieth_of_steps() -> None:
+    from quadselect.proxy.train import TrainResult
+
+    def final(curve: list[float]) -> float:
+        return TrainResult(loss_curve=curve, lr_curve=[], tokens_seen=0, wall_s=1.0).final_loss
+
+    assert final([9.0] * 38 + [2.0, 4.0]) == 3.0  # 40 steps: the last 2
+    assert final([5.0, 1.5]) == 1.5  # fewer than 20 steps: the last one

@@ -55,6 +55,12 @@ class TrainResult:
     def tokens_per_s(self) -> float:
         return self.tokens_seen / self.wall_s if self.wall_s > 0 else float("nan")
 
+    @property
+    def final_loss(self) -> float:
+        """Mean training loss over the last 5% of steps (at least one): the last step alone is one noisy batch."""
+        tail = self.loss_curve[-max(1, len(self.loss_curve) // 20) :]
+        return round(float(np.mean(tail)), 4)
+
     def save(self, directory: str | os.PathLike[str]) -> None:
         """Write `train_result.json` and `loss_curve.png` (the PNG needs matplotlib)."""
         directory = Path(directory)

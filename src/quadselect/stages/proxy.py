@@ -90,14 +90,13 @@ def run_proxy(ctx: StageContext) -> dict[str, Any]:
     result.save(ctx.work_dir)
     save_proxy(model.eval(), tokenizer, work.model)
     shutil.rmtree(work.checkpoints, ignore_errors=True)
-    tail = result.loss_curve[-max(1, len(result.loss_curve) // 20) :]
     return {
         "model": "llama (built)",
         "params": _n_params(model),
         "trained": True,
         "steps": steps,
         "tokens": result.tokens_seen,
-        "final_loss": round(float(np.mean(tail)), 4),
+        "final_loss": result.final_loss,
         "tokens_per_s": round(result.tokens_per_s, 1),
     }
 

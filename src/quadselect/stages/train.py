@@ -12,8 +12,6 @@ import shutil
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
-
 from quadselect.atomic import read_json
 from quadselect.config import RunConfig
 from quadselect.data.shards import read_documents
@@ -65,7 +63,6 @@ def run_train(ctx: StageContext) -> dict[str, Any]:
     result.save(ctx.work_dir)
     save_proxy(model.eval(), tokenizer, work.model)
     shutil.rmtree(work.checkpoints, ignore_errors=True)
-    tail = result.loss_curve[-max(1, len(result.loss_curve) // 20) :]
     return {
         "method": selection["method"],
         "params": int(sum(p.numel() for p in model.parameters())),
@@ -74,7 +71,7 @@ def run_train(ctx: StageContext) -> dict[str, Any]:
         "tokens": result.tokens_seen,
         "selection_tokens": int(selection["tokens_selected"]),
         "passes": round(result.tokens_seen / max(1, int(selection["tokens_selected"])), 3),
-        "final_loss": round(float(np.mean(tail)), 4),
+        "final_loss": result.final_loss,
         "tokens_per_s": round(result.tokens_per_s, 1),
     }
 
