@@ -37,7 +37,7 @@ def run_evaluate(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.config.evaluate
     trained = TrainFiles(ctx.input("train"))
     model, tokenizer = load_proxy(trained.model)
-    held_out, reference_from = held_out_texts(ctx)
+    held_out, reference_from = held_out_texts(ctx.config, PrepareFiles(ctx.input("prepare")), ctx.seed)
     choice_tasks = build_choice_tasks(held_out, tokenizer, cfg.choice, seed=ctx.seed) if cfg.choice.enabled else {}
     if choice_tasks:
         write_lm_eval_tasks(
@@ -71,14 +71,14 @@ def run_evaluate(ctx: StageContext) -> dict[str, Any]:
     return {k: v for k, v in record.items() if "/" not in k}
 
 
-def held_out_texts(ctx: StageContext) -> tuple[HeldOut, str]:
+def held_out_texts(config: RunConfig, prepared: PrepareFiles, seed: int) -> tuple[HeldOut, str]:
     """The evaluation texts by role, and where the reference texts came from.
 
     Eval-split sources in the pool are pool domains; the others (or `evaluate.reference_sources`) are held-out
     reference text. Without any, the reference set itself stands in, with a warning: the selection was steered
-    toward it, so it is not held out from the selection (only from training)."""
-    cfg = ctx.config.evaluate
-    prepared = PrepareFiles(ctx.input("prepare"))
+    toward it, so it is not held out from the selection (only from training). Draws the documents from `seed`, so
+    every method evaluated with one seed reads the same texts."""
+    cfg = config.evaluate
     pool_sources = set(read_json(prepared.marker)["summary"]["roles"]["pool"]["sources"])
     by_source: dict[str, tuple[list[str], list[str]]] = {}
     has_eval = (prepared.eval / SHARD_INDEX).is_file()
@@ -101,7 +101,7 @@ def held_out_texts(ctx: StageContext) -> tuple[HeldOut, str]:
 
     held_out = HeldOut(reference_ids=[], reference=[])
     for source in sorted(by_source):
-        ids, texts = _sample(*by_source[source], cfg.max_docs_per_source, ctx.seed, source)
+        ids, texts = _sample(*by_source[source], cfg.max_docs_per_source, seed, source)
         if source in reference_sources:
             held_out.reference_ids += ids
             held_out.reference += texts
@@ -126,15 +126,15 @@ def held_out_texts(ctx: StageContext) -> tuple[HeldOut, str]:
             )
         table = ShardSet(prepared.reference).read(["doc_id", "text"])
         held_out.reference_ids, held_out.reference = _sample(
-            table["doc_id"].to_pylist(), table["text"].to_pylist(), cfg.max_docs_per_source, ctx.seed, "reference"
+            table["doc_id"].to_pylist(), table["text"].to_pylist(), cfg.max_docs_per_source, seed, "reference"
         )
         reference_from = "reference set (not held out from the selection)"
     for spec in cfg.extra:
-        docs = list(iter_documents(spec, ctx.config.prepare, ProblemReport(), IdRegistry()))
+        docs = list(iter_documents(spec, config.prepare, ProblemReport(), IdRegistry()))
         if not docs:
             raise ConfigError(f"evaluate.extra: {spec.path or spec.hub} holds no usable document")
         _, texts = _sample(
-            [d.doc_id for d in docs], [d.text for d in docs], cfg.max_docs_per_source, ctx.seed, spec.label
+            [d.doc_id for d in docs], [d.text for d in docs], cfg.max_docs_per_source, seed, spec.label
         )
         held_out.extra[spec.label] = texts
     return held_out, reference_from
