@@ -31,10 +31,11 @@ from typing import Any
 
 import torch
 from _results_md import update_section
-from compare_methods import FULL, ROOT, Variant, machine, make_config
+from compare_methods import FULL, ROOT, base_config, machine
 
 from quadselect.atomic import read_json, write_json
 from quadselect.compare import link_stages, run_variant
+from quadselect.compare.plan import PlannedRun, method_variant, run_config
 from quadselect.config import RunConfig
 from quadselect.evaluate import build_model, evaluate_model
 from quadselect.evaluate.choice import build_choice_tasks
@@ -65,14 +66,19 @@ SHOWN = [
     ("choice_general_acc_norm", "MC gen acc_norm ↑", 3),
     ("cloze_accuracy", "cloze acc ↑", 3),
 ]
+BELOW_FLOOR = [("reference_bpb", "ref below floor"), ("general_bpb", "gen below floor")]
 
 
-def setting_config(args: argparse.Namespace, label: str, shape: dict[str, Any], passes: int, budget: int) -> RunConfig:
-    run_dir = args.work_dir / "runs" / f"{label}-x{passes}"
-    config = make_config(run_dir, args, Variant("random", "random"), seed=0)
-    return config.model_copy(
-        update={"train": config.train.model_copy(update={**shape, "train_tokens": passes * budget})}
-    )
+def random_run(base: RunConfig, run_dir: Path, train_tokens: int) -> RunConfig:
+    """The random selection with seed 0, as the comparison makes it, trained for `train_tokens`."""
+    return run_config(base, PlannedRun(method_variant("random"), 0, run_dir), train_tokens)
+
+
+def setting_config(
+    args: argparse.Namespace, base: RunConfig, label: str, shape: dict[str, Any], passes: int, budget: int
+) -> RunConfig:
+    config = random_run(base, args.work_dir / "runs" / f"{label}-x{passes}", passes * budget)
+    return config.model_copy(update={"train": config.train.model_copy(update=shape)})
 
 
 def untrained_metrics(run: RunConfig) -> dict[str, Any]:
@@ -92,13 +98,25 @@ def row(name: str, record: dict[str, Any]) -> str:
     tokens = f"{record['train_tokens']:,}" if record.get("train_tokens") else "0"
     wall = f"{record['train_wall_s']:.0f}" if record.get("train_wall_s") else "–"
     speed = f"{record['train_tokens'] / record['train_wall_s']:,.0f}" if record.get("train_wall_s") else "–"
-    return f"| {name} | {params} | {tokens} | {wall} | {speed} | " + " | ".join(cells) + " |"
+    below = [
+        f"{1 - record[key] / record[f'floor/{key}']:.0%}" if f"floor/{key}" in record else "–" for key, _ in BELOW_FLOOR
+    ]
+    return f"| {name} | {params} | {tokens} | {wall} | {speed} | " + " | ".join(cells + below) + " |"
 
 
 def write_section(args: argparse.Namespace, records: dict[str, dict[str, Any]], load: tuple[str, str]) -> None:
     command = ("python benchmarks/eval_model_sweep.py " + " ".join(sys.argv[1:])).strip()
-    header = "| setting | params | train tokens | train wall (s) | tok/s | " + " | ".join(h for _, h, _ in SHOWN) + " |"
-    rule = "| --- | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in SHOWN) + " |"
+    any_record = next(iter(records.values()))
+    reference_items = any_record.get("choice/reference/items", 0)
+    general_items = sum(v for k, v in any_record.items() if k.startswith("choice/") and k.endswith("/items"))
+    items = (
+        f"{reference_items} reference items, one standard error of an accuracy near chance ≈ "
+        f"{(0.1875 / max(reference_items, 1)) ** 0.5:.3f}; {general_items - reference_items} items over the domain "
+        f"tasks, ≈ {(0.1875 / max(general_items - reference_items, 1)) ** 0.5:.3f}"
+    )
+    titles = [title for _, title, _ in SHOWN] + [title for _, title in BELOW_FLOOR]
+    header = "| setting | params | train tokens | train wall (s) | tok/s | " + " | ".join(titles) + " |"
+    rule = "| --- | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in titles) + " |"
     body = [
         f"`{command}` — {time.strftime('%Y-%m-%d')}, commit `{args.commit}`.",
         f"Machine: {machine()}; load average (1 min) {load[0]} at the start, {load[1]} at the end.",
@@ -107,8 +125,8 @@ def write_section(args: argparse.Namespace, records: dict[str, dict[str, Any]], 
         "size for whole passes over it (×n), then `quadselect evaluate` (64 held-out documents per source, first 256 "
         "tokens). small = hidden 128, 2 layers, MLP 384; medium = hidden 256, 4 layers, MLP 768; both tied "
         "embeddings, context 256, batch 16, lr 0.003, bf16 autocast. Floor = a unigram model fitted on the "
-        "selection. MC = the multiple-choice continuation tasks (chance 0.25); untrained = the small model before "
-        "its first step.",
+        "selection; below floor = how far the model's BPB is below it. MC = the multiple-choice continuation tasks "
+        f"(chance 0.25; {items}); untrained = the small model before its first step, scored on the same items.",
         "",
         header,
         rule,
@@ -125,23 +143,23 @@ def main() -> None:
     parser.add_argument("--commit", default=os.popen("git rev-parse --short HEAD").read().strip() or "?")
     args = parser.parse_args()
     args.work_dir = args.work_dir.resolve()
-    args.quick, args.train_tokens, args.budget_fraction = False, None, 0.1
+    args.quick, args.train_tokens, args.budget_fraction, args.seeds = False, None, 0.1, None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("quadselect").setLevel(logging.WARNING)
     os.environ.setdefault("QUADSELECT_NO_PROGRESS", "1")
     load_start = f"{os.getloadavg()[0]:.1f}"
 
-    base = make_config(args.work_dir / "base", args)
+    base = base_config(args)
     if args.reuse:
         link_stages(args.reuse.resolve(), base.run_dir, UPSTREAM_OF_SELECT)
     Runner(build_pipeline(), base).run("reference")
-    first = make_config(args.work_dir / "runs" / "selection", args, Variant("random", "random"), seed=0)
+    first = random_run(base, args.work_dir / "runs" / "selection", 1)  # selects and exports only
     run_variant(first, base.run_dir, target="export")
     budget = int(read_json(RunLayout(first.run_dir).export.selection)["budget_tokens"])
 
     records: dict[str, dict[str, Any]] = {}
     for label, shape, passes in SETTINGS:
-        config = setting_config(args, label, shape, passes, budget)
+        config = setting_config(args, base, label, shape, passes, budget)
         started = time.perf_counter()
         results = run_variant(config, first.run_dir)
         layout = RunLayout(config.run_dir)
@@ -151,7 +169,7 @@ def main() -> None:
         records[f"{label} ×{passes}"] = record
         log.info("%s ×%d: %.0f s; %s", label, passes, time.perf_counter() - started, row(label, record))
         if label == "small" and passes == 1:
-            records["untrained (small)"] = untrained_metrics(config)
+            records = {"untrained (small)": untrained_metrics(config), **records}
             log.info("untrained: %s", row("untrained", records["untrained (small)"]))
     write_json(args.work_dir / "sweep.json", records)
     write_section(args, records, (load_start, f"{os.getloadavg()[0]:.1f}"))

@@ -6,6 +6,7 @@ stage's result loaded from its artifacts, so a notebook and the CLI always see t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from quadselect.atomic import read_json
-from quadselect.config import RunConfig, load_config
+from quadselect.config import RunConfig, config_from_dict, load_config
 from quadselect.layout import CONFIG_FILE, RunLayout
 from quadselect.pipeline import build_pipeline, evaluation_pipeline
 from quadselect.report.artifacts import RunArtifacts
@@ -23,7 +24,8 @@ from quadselect.run import Runner, StageResult
 
 
 def _config(config: RunConfig | str | Path) -> RunConfig:
-    return config if isinstance(config, RunConfig) else load_config(config)
+    """Every function here takes a run as a loaded config, a YAML config file or a run directory alike."""
+    return config if isinstance(config, RunConfig) else run_config(config)
 
 
 def run_pipeline(
@@ -90,8 +92,9 @@ def select(config: RunConfig | str | Path) -> Selection:
 
 
 def run_config(run_dir_or_config: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """The config of a run: a YAML config file, or a run directory (its `config.resolved.yaml`), with overrides."""
-    from quadselect.errors import RunDirError
+    """The config of a run: a YAML config file, or a run directory (its `config.resolved.yaml`), with overrides.
+    The one place a path naming a run is resolved, so every CLI command and API function accepts either."""
+    from quadselect.errors import ConfigError, RunDirError
 
     path = Path(run_dir_or_config)
     if path.is_dir():
@@ -101,15 +104,21 @@ def run_config(run_dir_or_config: str | Path, overrides: dict[str, Any] | None =
                 f"{path.parent} is not a run directory (no {CONFIG_FILE}): run `quadselect run CONFIG` first, "
                 "or pass the config file."
             )
+    elif not path.exists():
+        raise ConfigError(
+            f"{path}: no such run directory or config file. Pass a run directory (the run_dir of a config you have "
+            "run) or the run's YAML config file."
+        )
     return load_config(path, overrides)
 
 
-def report_artifacts(run_dir: str | Path) -> RunArtifacts:
+def report_artifacts(run: RunConfig | str | Path) -> RunArtifacts:
     """Everything the report of a finished run shows, loaded from its run directory: draw it again elsewhere with
     `quadselect.report.build_report`, or read the numbers behind each figure."""
     from quadselect.stages.report import load_artifacts
 
-    return load_artifacts(run_dir, run_config(run_dir).report.comparison)
+    config = _config(run)
+    return load_artifacts(config.run_dir, config.report.comparison)
 
 
 def train(config: RunConfig | str | Path, *, force: bool = False) -> dict[str, Any]:
@@ -128,26 +137,82 @@ def evaluate(config: RunConfig | str | Path, *, force: bool = False) -> dict[str
     return read_json(RunLayout(cfg.run_dir).evaluate.metrics)
 
 
+def compare(
+    config: RunConfig | str | Path,
+    *,
+    methods: list[str] | None = None,
+    ablations: list[str] | None = None,
+    seeds: int | None = None,
+    train_tokens: int | None = None,
+    budget_fraction: float | None = None,
+    estimate_only: bool = False,
+    on_estimate: Callable[[str], None] | None = None,
+) -> dict[str, Any] | None:
+    """Compare selection methods on this run's pool, reference, eval split and budget (`compare:` in the config;
+    the keyword arguments override it): every method, Quad's ablations, the mixture curves and Quad's sweep, each
+    trained on and evaluated with every seed, in run directories under `<run_dir>/compare/`. Returns the
+    comparison document (also written to `<run_dir>/compare/comparison.json`, with summary.md and the figures), or
+    None with `estimate_only`. `on_estimate(text)` receives the plan's time estimate before the long part starts."""
+    from quadselect.compare.driver import compare as run_comparison
+
+    cfg = _config(config)
+    overrides: dict[str, Any] = {}
+    if seeds is not None:
+        overrides["compare"] = {"seeds": seeds}
+    if train_tokens is not None:
+        overrides["train"] = {"train_tokens": train_tokens}
+    if budget_fraction is not None:
+        overrides["select"] = {"budget_fraction": budget_fraction, "budget_tokens": None}
+    if overrides:
+        data = cfg.model_dump(mode="json")
+        cfg = config_from_dict({**data, **_nested(data, overrides)}, base_dir=cfg.run_dir)
+    outcome = run_comparison(
+        cfg, methods=methods, ablations=ablations, estimate_only=estimate_only, on_estimate=on_estimate
+    )
+    return outcome.document
+
+
+def _nested(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`overrides` merged into the matching sections of `base` (one level of nesting: config sections)."""
+    return {section: {**base.get(section, {}), **values} for section, values in overrides.items()}
+
+
 def score_file(
-    run_dir: Path, docs: Path, *, text_field: str = "text", id_field: str | None = None, batch_size: int = 8
+    run: RunConfig | str | Path,
+    docs: Path,
+    *,
+    text_field: str = "text",
+    id_field: str | None = None,
+    batch_size: int = 8,
 ) -> list[dict[str, Any]]:
     """Score the documents of a JSONL/Parquet file against a finished run's reference direction: one record per
-    document (`doc_id`, `score`: cosine influence, `loss`: mean token loss, `text`), in file order."""
+    document (`doc_id`, `score`: cosine influence, `loss`: mean token loss, `text`), in file order.
+
+    Ids come from `id_field`; left unset, from an `id` field where a document has one, as a new user expects of a
+    file that has ids. A document without a usable id gets a generated one (`<file stem>-<n>`), as in `prepare`; a
+    named `id_field` that no document has is an error, most likely a misspelt field."""
     from quadselect.config import PrepareConfig, SourceSpec
     from quadselect.data.normalize import IdRegistry, iter_documents
     from quadselect.data.problems import ProblemReport
     from quadselect.errors import InputDataError
     from quadselect.stages.workers import load_scorer
 
-    layout = RunLayout(run_dir)
-    config = load_config(layout.config)
+    config = _config(run)
+    layout = RunLayout(config.run_dir)
     if not layout.reference.g_hat.is_file():
-        raise InputDataError(f"{run_dir}: the reference stage has not finished. Run `quadselect run CONFIG` first.")
-    spec = SourceSpec(path=docs, text_field=text_field, id_field=id_field)
+        raise InputDataError(
+            f"{config.run_dir}: the reference stage has not finished. Run `quadselect run CONFIG` first."
+        )
+    spec = SourceSpec(path=docs, text_field=text_field, id_field=id_field or "id")
     report = ProblemReport()
     documents = list(iter_documents(spec, PrepareConfig(), report, IdRegistry()))
     if not documents:
         raise InputDataError(f"{docs}: no usable document (problems: {dict(report.counts) or 'none'}).")
+    if id_field is not None and report.counts["missing_id"] >= len(documents):
+        raise InputDataError(
+            f"{docs}: no document has a usable {id_field!r} field. Name the field that holds the ids "
+            "(--id-field), or leave it out to use `id` where documents have one and generated ids elsewhere."
+        )
     scorer = load_scorer(layout, config.factors, batch_size=batch_size)
     scores, losses = scorer.score_texts([d.text for d in documents])
     return [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,7 +44,9 @@ app = _App(
 console = Console()
 _state = {"debug": False}
 
-ConfigArg = Annotated[Path, typer.Argument(help="The run's YAML config file.")]
+RunArg = Annotated[
+    Path, typer.Argument(metavar="RUN", help="The run: its YAML config file, or its run directory (once started).")
+]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Re-run the stage even if its artifacts are up to date.")]
 EngineOpt = Annotated[
     str | None,
@@ -84,9 +87,15 @@ def _fail(exc: BaseException) -> None:
     raise typer.Exit(code=2)
 
 
-def _run(config_path: Path, target: str | None, force: tuple[str, ...], engine: str | None = None) -> None:
-    from quadselect.api import run_pipeline
-    from quadselect.config import load_config
+def _run_dir(run: Path) -> Path:
+    """The run directory of a command's RUN argument: the directory itself, or the run_dir of a config file."""
+    from quadselect.api import run_config
+
+    return run if run.is_dir() else run_config(run).run_dir
+
+
+def _run(run: Path, target: str | None, force: tuple[str, ...], engine: str | None = None) -> None:
+    from quadselect.api import run_config, run_pipeline
     from quadselect.display import SHOW
     from quadselect.pipeline import build_pipeline
 
@@ -94,7 +103,7 @@ def _run(config_path: Path, target: str | None, force: tuple[str, ...], engine: 
         stages = list(build_pipeline().stages)
         if target is not None and target not in stages:
             raise QuadselectError(f"--until {target}: no such stage. Stages, in order: {', '.join(stages)}.")
-        config = load_config(config_path, {"engine": engine} if engine else None)
+        config = run_config(run, {"engine": engine} if engine else None)
         results = run_pipeline(config, until=target, force=force)
     except QuadselectError as exc:
         _fail(exc)
@@ -111,7 +120,7 @@ def _run(config_path: Path, target: str | None, force: tuple[str, ...], engine: 
 
 @app.command()
 def run(
-    config: ConfigArg,
+    config: RunArg,
     until: Annotated[str | None, typer.Option(help="Stop after this stage.")] = None,
     force: Annotated[list[str] | None, typer.Option(help="Re-run these stages (repeatable).")] = None,
     engine: EngineOpt = None,
@@ -121,12 +130,13 @@ def run(
 
 
 @app.command()
-def validate(config: ConfigArg) -> None:
+def validate(config: RunArg) -> None:
     """Check a config and print it fully resolved (defaults filled in, paths absolute)."""
-    from quadselect.config import load_config, resolved_yaml
+    from quadselect.api import run_config
+    from quadselect.config import resolved_yaml
 
     try:
-        cfg = load_config(config)
+        cfg = run_config(config)
     except QuadselectError as exc:
         _fail(exc)
         return
@@ -156,15 +166,25 @@ def demo(
 
 
 @app.command()
-def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
+def status(run: RunArg) -> None:
     """Show which stages of a run are done, with their timings and the arguments that differ from the defaults."""
     from quadselect.layout import MARKER, RunLayout
     from quadselect.pipeline import build_pipeline
     from quadselect.report.artifacts import format_args
     from quadselect.run import stage_status
 
+    try:
+        run_dir = _run_dir(run)
+    except QuadselectError as exc:
+        _fail(exc)
+        return
     if not run_dir.is_dir():
-        _fail(QuadselectError(f"{run_dir}: no such run directory. Pass the run_dir of a config you have run."))
+        _fail(
+            QuadselectError(
+                f"{run_dir}: no such run directory. Pass a run you have started (RUN: its run "
+                "directory or its config file)."
+            )
+        )
         return
     layout = RunLayout(run_dir)
     names = list(build_pipeline().stages)
@@ -195,7 +215,7 @@ def status(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) ->
 
 @app.command()
 def clusters(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory whose cluster stage is done.")],
+    run: RunArg,
     top: Annotated[int, typer.Option(help="Show the largest N clusters (0: all).")] = 0,
     sort: Annotated[str, typer.Option(help="Order by 'docs', 'tokens' or 'cluster'.")] = "docs",
 ) -> None:
@@ -206,9 +226,14 @@ def clusters(
     from quadselect.layout import RunLayout
     from quadselect.run import stage_status
 
+    try:
+        run_dir = _run_dir(run)
+    except QuadselectError as exc:
+        _fail(exc)
+        return
     done = stage_status(run_dir, "cluster")
     if done is None:
-        _fail(QuadselectError(f"{run_dir}: the cluster stage has not finished. Run `quadselect cluster CONFIG`."))
+        _fail(QuadselectError(f"{run_dir}: the cluster stage has not finished. Run `quadselect cluster {run}`."))
         return
     if sort not in ("docs", "tokens", "cluster"):
         _fail(QuadselectError(f"--sort must be docs, tokens or cluster, not {sort!r}."))
@@ -225,10 +250,13 @@ def clusters(
 
 @app.command()
 def score(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory whose reference stage is done.")],
+    run: RunArg,
     docs: Annotated[Path, typer.Option("--docs", help="A JSONL (.gz/.zst) or Parquet file of documents.")],
     text_field: Annotated[str, typer.Option(help="Field holding the text.")] = "text",
-    id_field: Annotated[str | None, typer.Option(help="Field holding an id (generated when absent).")] = None,
+    id_field: Annotated[
+        str | None,
+        typer.Option(help="Field holding the ids (default: 'id' where a document has one; generated elsewhere)."),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Write all scores here (.jsonl or .parquet).")] = None,
     show: Annotated[int, typer.Option(help="Print the N highest and lowest scored documents.")] = 5,
 ) -> None:
@@ -243,12 +271,12 @@ def score(
         _fail(QuadselectError(f"--docs {docs}: no such file."))
         return
     try:
-        rows = score_file(run_dir, docs, text_field=text_field, id_field=id_field)
+        rows = score_file(run, docs, text_field=text_field, id_field=id_field)
     except QuadselectError as exc:
         _fail(exc)
         return
     ranked = sorted(rows, key=lambda r: -r["score"])
-    table = Table(title=f"{len(rows)} documents scored against {run_dir}")
+    table = Table(title=f"{len(rows)} documents scored against {run}")
     for col in ("rank", "doc_id", "influence", "loss", "text"):
         table.add_column(col, overflow="fold")
     picked = ranked if len(ranked) <= 2 * show else ranked[:show] + ranked[-show:]
@@ -267,12 +295,9 @@ def score(
         console.print(f"scores written to {out}")
 
 
-RunArg = Annotated[Path, typer.Argument(help="A run directory (or the run's YAML config file).")]
-
-
 @app.command()
 def train(
-    run_dir: RunArg,
+    run: RunArg,
     tokens: Annotated[int | None, typer.Option(help="Training tokens (default: train.train_tokens).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of initialization and data order (train.seed).")] = None,
     force: ForceOpt = False,
@@ -283,7 +308,7 @@ def train(
 
     overrides = {k: v for k, v in (("train_tokens", tokens), ("seed", seed)) if v is not None}
     try:
-        summary = train_selection(run_config(run_dir, {"train": overrides} if overrides else None), force=force)
+        summary = train_selection(run_config(run, {"train": overrides} if overrides else None), force=force)
     except QuadselectError as exc:
         _fail(exc)
         return
@@ -296,7 +321,7 @@ def train(
 
 @app.command()
 def evaluate(
-    run_dir: RunArg,
+    run: RunArg,
     force: ForceOpt = False,
 ) -> None:
     """Evaluate the model trained on the selection (training it first if needed): held-out reference loss, loss per
@@ -306,7 +331,7 @@ def evaluate(
     from quadselect.layout import RunLayout
 
     try:
-        config = run_config(run_dir)
+        config = run_config(run)
         metrics = evaluate_selection(config, force=force)
     except QuadselectError as exc:
         _fail(exc)
@@ -321,19 +346,69 @@ def evaluate(
     console.print(f"metrics written to {RunLayout(config.run_dir).evaluate.metrics}")
 
 
+@app.command()
+def compare(
+    run: RunArg,
+    methods: Annotated[str | None, typer.Option(help="Comma-separated methods (default: compare.methods).")] = None,
+    ablations: Annotated[
+        str | None, typer.Option(help="Comma-separated Quad ablations, or 'none' (default: compare.ablations).")
+    ] = None,
+    seeds: Annotated[int | None, typer.Option(help="Seeds per method (default: compare.seeds).")] = None,
+    train_tokens: Annotated[
+        int | None, typer.Option(help="Tokens each evaluation model trains on (default: compare.passes × budget).")
+    ] = None,
+    budget_fraction: Annotated[float | None, typer.Option(help="Budget as a fraction of the pool's tokens.")] = None,
+    estimate_only: Annotated[bool, typer.Option(help="Print the plan and its time estimate, and stop.")] = False,
+) -> None:
+    """Compare selection methods on this run's own pool, reference, eval split and budget: each method, Quad's
+    ablations, mixture curves and Quad's sweep select with every seed; a fresh model is trained on each selection
+    and evaluated; results go to <run_dir>/compare/ (comparison.json, summary.md, tradeoff.png)."""
+    from quadselect.api import compare as compare_methods
+    from quadselect.api import run_config
+    from quadselect.layout import RunLayout
+
+    def names(value: str | None) -> list[str] | None:
+        return None if value is None else [] if value == "none" else [v.strip() for v in value.split(",") if v]
+
+    try:
+        config = run_config(run)
+        document = compare_methods(
+            config,
+            methods=names(methods),
+            ablations=names(ablations),
+            seeds=seeds,
+            train_tokens=train_tokens,
+            budget_fraction=budget_fraction,
+            estimate_only=estimate_only,
+            on_estimate=lambda text: console.print(text, markup=False, highlight=False),
+        )
+    except (QuadselectError, ValueError) as exc:
+        _fail(exc)
+        return
+    if document is None:
+        return
+    verdict = {True: "[green]PASS[/]", False: "[red]FAIL[/]", None: "[yellow]N/A[/]"}
+    for check in document["checks"]:
+        console.print(f"{verdict[check['passed']]} {check['check']}")
+    console.print(document["estimate_accuracy"])
+    console.print(f"results in {RunLayout(config.run_dir).compare.root}")
+
+
+def _stage_command(name: str) -> Callable[..., None]:
+    """The command of one stage, its name bound in a closure (a default argument would show up as an option)."""
+
+    def command(run: RunArg, force: ForceOpt = False, engine: EngineOpt = None) -> None:
+        _run(run, name, (name,) if force else (), engine)
+
+    return command
+
+
 def _register_stage_commands() -> None:
     """One command per registered stage; it runs the stage's prerequisites first (skipping finished ones)."""
     from quadselect.pipeline import build_pipeline
 
     for stage in build_pipeline().stages.values():
-
-        def command(
-            config: ConfigArg, force: ForceOpt = False, engine: EngineOpt = None, _name: str = stage.name
-        ) -> None:
-            _run(config, _name, (_name,) if force else (), engine)
-
-        command.__doc__ = stage.help
-        app.command(name=stage.name, help=stage.help)(command)
+        app.command(name=stage.name, help=stage.help)(_stage_command(stage.name))
 
 
 _register_stage_commands()

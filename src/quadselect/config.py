@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from quadselect.errors import ConfigError
-from quadselect.select.methods import METHODS, get_method
+from quadselect.select.methods import METHODS, get_method, mix
 from quadselect.select.quad import QuadKnobs
 
 SourceFormat = Literal["auto", "jsonl", "parquet", "hf_disk", "hf_hub"]
@@ -295,6 +295,47 @@ class _SelectTarget(_Strict):
         return self
 
 
+_COMPONENT_NAMES = tuple(name for name in _METHOD_NAMES if name != mix.NAME)
+MixComponent = Literal[_COMPONENT_NAMES]  # type: ignore[valid-type]
+"""The methods a mixture can be made of: the registered ones when this module was loaded, but `mix` itself."""
+
+
+class MixConfig(_Strict):
+    """The `mix` method (docs/selection-methods.md), read only when `select.method` is `mix`: a fraction of the
+    budget's tokens selected by `first`, the rest by `second` in its order, no document twice. Both run with their
+    own knobs of this `select` section and the selection's seed."""
+
+    first: MixComponent = Field("random", description="The method that selects `fraction` of the budget's tokens.")
+    second: MixComponent = Field(
+        "topk_influence",
+        description="The method that fills the rest of the budget, in its order, skipping what `first` took.",
+    )
+    fraction: float = Field(
+        0.5, gt=0, lt=1, description="λ: the share of the budget's tokens taken from `first` (its budget: round(λ·B))."
+    )
+
+    @field_validator("first", "second", mode="plain")
+    @classmethod
+    def _component(cls, value: Any) -> str:
+        """Any registered method but `mix` (checked against the registry as it is now, as `select.method` is)."""
+        components = ", ".join(name for name in METHODS if name != mix.NAME)
+        if not isinstance(value, str):
+            raise ValueError(f"a method name is a string, got {value!r}")
+        if value == mix.NAME or value not in METHODS:
+            problem = f"{value!r} is the mixture itself" if value == mix.NAME else f"unknown method {value!r}"
+            raise ValueError(f"{problem}: a component is one of the registered methods {components}")
+        return value
+
+    @model_validator(mode="after")
+    def _two_methods(self) -> MixConfig:
+        if self.first == self.second:
+            raise ValueError(
+                f"first and second are both {self.first!r}: a mixture is of two different methods (a method mixed "
+                "with itself is that method)"
+            )
+        return self
+
+
 class SelectConfig(QuadKnobs, _SelectTarget):
     """How the selection is made: Quad or a baseline, to a token budget."""
 
@@ -311,6 +352,7 @@ class SelectConfig(QuadKnobs, _SelectTarget):
         description="Seed of the selection's own random choices (pilot, arm order, sampling). Null: derived from the "
         "run seed. Varying it repeats a selection without re-running the stages before select.",
     )
+    mix: MixConfig = Field(default_factory=MixConfig)
 
 
 class ExportConfig(_Strict):
@@ -325,8 +367,8 @@ class ReportConfig(_Strict):
 
     comparison: ConfigPath | None = Field(
         None,
-        description="A comparison.json of several selection methods (written by the evaluate benchmark), relative to "
-        "the config. Null: <run_dir>/evaluate/comparison.json when it exists.",
+        description="A comparison.json of several selection methods (written by `quadselect compare`), relative to "
+        "the config. Null: <run_dir>/compare/comparison.json when it exists.",
     )
     map_docs: int = Field(4_000, ge=10, description="Pool documents (a seeded sample) drawn on the 2-D map.")
     top_docs: int = Field(10, gt=0, description="Highest- and lowest-scored documents listed with snippets.")
@@ -478,6 +520,80 @@ class RayConfig(_Strict):
     )
 
 
+QUAD_ABLATIONS = ("mlp_only", "no_neighbours", "alpha0", "identity_hessian")
+
+
+class CompareConfig(_Strict):
+    """`quadselect compare`: the selections made on this run's pool and budget, each trained on and evaluated with
+    every seed, and compared (README, "Compare selection methods"). Run directories go under <run_dir>/compare/."""
+
+    methods: list[str] = Field(
+        ["quad", "random", "topk_influence", "cluster_balanced", "perplexity", "dsir"],
+        min_length=1,
+        description="Selection methods compared (registered names; mixtures go in compare.mixtures).",
+    )
+    ablations: list[Literal["mlp_only", "no_neighbours", "alpha0", "identity_hessian"]] = Field(
+        list(QUAD_ABLATIONS), description="Variants of Quad compared with it: one part switched off each."
+    )
+    mixtures: list[str] = Field(
+        ["random+topk_influence", "random+dsir"],
+        description="Mixture families 'a+b': a share λ of the budget's tokens selected by b, the rest by a, for each "
+        "λ in compare.mixture_fractions. With a and b's own runs they draw a curve from a to b.",
+    )
+    mixture_fractions: list[float] = Field(
+        [0.25, 0.5, 0.75], description="The shares λ of each mixture family (each strictly between 0 and 1)."
+    )
+    quad_sweep: list[float] = Field(
+        [50.0, 90.0],
+        description="select.tau_percentile settings that move Quad along the quality-breadth trade-off, beside the "
+        "configured one: Quad's own curve.",
+    )
+    seeds: int = Field(3, ge=1, description="Seeds of every method and ablation (the paired tests need 2 or more).")
+    curve_seeds: int | None = Field(
+        None, ge=1, description="Seeds of the mixture and sweep points. Null: compare.seeds."
+    )
+    passes: float = Field(
+        3.0,
+        gt=0,
+        description="Training tokens of every evaluation model, as passes over the budget, when train.train_tokens "
+        "is null (the same count for every method).",
+    )
+
+    @field_validator("methods", mode="after")
+    @classmethod
+    def _registered_methods(cls, value: list[str]) -> list[str]:
+        for name in value:
+            get_method(name)
+            if name == "mix":
+                raise ValueError("compare a mixture through compare.mixtures ('a+b'), not compare.methods")
+        return value
+
+    @field_validator("mixtures", mode="after")
+    @classmethod
+    def _mixture_families(cls, value: list[str]) -> list[str]:
+        for family in value:
+            parts = family.split("+")
+            if len(parts) != 2 or parts[0] == parts[1] or "mix" in parts:
+                raise ValueError(f"a mixture family is 'a+b' with two different registered methods, got {family!r}")
+            for name in parts:
+                get_method(name)
+        return value
+
+    @field_validator("mixture_fractions", mode="after")
+    @classmethod
+    def _open_unit_interval(cls, value: list[float]) -> list[float]:
+        if any(not 0 < f < 1 for f in value):
+            raise ValueError(f"every mixture fraction is strictly between 0 and 1, got {value}")
+        return value
+
+    @field_validator("quad_sweep", mode="after")
+    @classmethod
+    def _percentiles(cls, value: list[float]) -> list[float]:
+        if any(not 0 <= p <= 100 for p in value):
+            raise ValueError(f"every sweep setting is a percentile between 0 and 100, got {value}")
+        return value
+
+
 class RunConfig(_Strict):
     """A whole run. Sections for stages are added as the stages exist."""
 
@@ -496,6 +612,7 @@ class RunConfig(_Strict):
     report: ReportConfig = Field(default_factory=ReportConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
     engine: Literal["local", "ray"] = Field(
         "local", description="Where the heavy stages run: in this process, or on a Ray cluster (see ray)."
     )

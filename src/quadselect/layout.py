@@ -41,6 +41,8 @@ ACQUIRE_LOCK_FILE = ".lock-acquire"
 CONFIG_FILE = "config.resolved.yaml"
 SHARD_INDEX = "index.json"
 """The index of a folder of shards (prepared documents, embeddings)."""
+CACHE_DIR = "cache"
+COMPARE_DIR = "compare"
 MODEL_DIR = "model"
 """A causal LM with its tokenizer (`proxy.save_proxy`), in the proxy and train stages."""
 
@@ -163,11 +165,6 @@ class SelectFiles(SelectionFiles):
     def decontaminated(self) -> Path:
         return self.root / "decontaminated.json"
 
-    def per_shard(self, name: str) -> Path:
-        """A folder of one `.npy` per pool shard (whole-pool scores, losses, contamination flags): the unit a killed
-        select stage resumes at."""
-        return self.root / name
-
 
 class ExportFiles(SelectionFiles):
     @property
@@ -195,14 +192,34 @@ class EvaluateFiles(StageFiles):
         return self.root / "metrics.json"
 
     @property
-    def comparison(self) -> Path:
-        """A method comparison's `comparison.json`, shown by the report when present."""
-        return self.root / "comparison.json"
-
-    @property
     def lm_eval_tasks(self) -> Path:
         """The multiple-choice tasks as lm-eval tasks, a YAML and a JSONL each (`lm_eval --include_path` this)."""
         return self.root / "lm_eval_tasks"
+
+
+@dataclass(frozen=True)
+class CompareFiles:
+    """`quadselect compare`'s folder in the base run: a run directory per (variant, seed), sharing the base run's
+    stages by hard links, and the comparison's results."""
+
+    root: Path
+
+    def run_dir(self, label: str, seed: int) -> Path:
+        """The run directory of one variant (`quad`, `quad:alpha0`, `mix:random+dsir@0.5`) with one seed."""
+        return self.root / label.replace(":", "-").replace("@", "-") / f"seed-{seed}"
+
+    @property
+    def comparison(self) -> Path:
+        """Every method's metrics over seeds, the paired comparisons and the checks: what the report shows."""
+        return self.root / "comparison.json"
+
+    @property
+    def summary(self) -> Path:
+        """The same in Markdown."""
+        return self.root / "summary.md"
+
+    def plot(self, name: str) -> Path:
+        return self.root / f"{name}.png"
 
 
 @dataclass(frozen=True)
@@ -234,6 +251,16 @@ class RunLayout:
     @property
     def acquire_lock(self) -> Path:
         return self.run_dir / ACQUIRE_LOCK_FILE
+
+    def cache(self, name: str, key: str) -> Path:
+        """A folder of values that depend only on finished stages and a few settings, named by a key of those, so
+        any stage or method of this run (or of a run sharing it) reuses them: one `.npy` per pool shard of the
+        whole-pool influence scores, proxy losses and contamination flags. Safe to delete (they are recomputed)."""
+        return self.run_dir / CACHE_DIR / f"{name}-{key}"
+
+    @property
+    def compare(self) -> CompareFiles:
+        return CompareFiles(self.run_dir / COMPARE_DIR)
 
     @property
     def prepare(self) -> PrepareFiles:

@@ -120,6 +120,11 @@ def test_bits_per_byte_claims_are_checked_first_when_the_runs_measured_them() ->
     assert passed["Quad's reference BPB beats random's (paired over seeds, p < 0.05)"]
     assert passed["Quad's reference BPB beats cluster_balanced's (paired over seeds, p < 0.05)"] is False
     assert passed["Quad's general BPB beats topk_influence's (paired over seeds, p < 0.05)"]  # −1.0, −0.9, −0.7
+    # The front is drawn on bits per byte too: general BPB is 5.0 for all, so dsir's reference BPB (3.0) dominates.
+    front = next(c for c in checks if "Pareto" in c["check"])
+    assert front["check"] == "Quad is on the Pareto front of reference BPB vs general BPB (methods without ablations)"
+    assert front["passed"] is False and front["detail"] == "front: dsir"
+    assert pareto_front(aggregate(runs), x="general_loss", y="reference_loss") != {"dsir"}  # the losses differ
 
 
 def test_a_check_without_two_matched_seeds_is_undecided() -> None:

@@ -77,6 +77,6 @@ def compared_run(
 ) -> tuple[RunConfig, dict[str, StageResult]]:
     """The same run after an evaluation wrote metrics.json and comparison.json; the report re-run."""
     config = copy_run(report_run[0], tmp_path_factory.mktemp("compared_run"))
-    write_json(config.run_dir / "evaluate" / "comparison.json", comparison_payload())
+    write_json(config.run_dir / "compare" / "comparison.json", comparison_payload())
     write_json(config.run_dir / "evaluate" / "metrics.json", {"method": "quad", "reference_loss": 4.9, "seed": 0})
     return config, {r.name: r for r in run_pipeline(config)}

@@ -38,6 +38,8 @@ NOT_RUN = {
     "quadselect demo": "pretrains the demo's 3.3M-parameter proxy (minutes); the same stages run here on a tiny pool",
     "quadselect train": "trains a model from scratch (minutes); tests/evaluate covers it",
     "quadselect evaluate": "trains and evaluates a model (minutes); tests/evaluate covers it",
+    "quadselect compare": "trains and evaluates a model per method and seed (hours); tests/compare runs it on a tiny "
+    "pool with its own files",
     "quadselect --install-completion": "edits the user's shell startup file",
     "apt-get": "installs system packages",
     "sudo": "installs system packages",

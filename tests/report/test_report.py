@@ -133,7 +133,7 @@ def test_the_report_follows_the_evaluation_files(compared_run: Run, tmp_path: Pa
     config = copy_run(compared_run[0], tmp_path)
     again = {r.name: r for r in run_pipeline(config)}
     assert again["report"].skipped
-    write_text(config.run_dir / "evaluate" / "comparison.json", '{"methods": "not a list"}')
+    write_text(config.run_dir / "compare" / "comparison.json", '{"methods": "not a list"}')
     broken = {r.name: r for r in run_pipeline(config)}
     assert not broken["report"].skipped
     assert "could not be read" in broken["report"].summary["left_out"]["comparison"]

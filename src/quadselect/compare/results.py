@@ -1,6 +1,6 @@
 """Compare selection methods from their evaluated runs: mean, spread and 95% interval over seeds, paired comparisons
-of Quad with the methods its claims are about, the Pareto front of reference loss against general loss, the checks
-of Quad's thesis, and the `comparison.json` document that holds them.
+of Quad with the methods its claims are about, the Pareto front of reference against general bits per byte (loss for
+runs without BPB), the checks of Quad's thesis, and the `comparison.json` document that holds them.
 
 `comparison.json` (schema `quadselect.comparison/2`) is what the report stage reads: a `methods` list whose entries
 hold `method`, `metrics` and `floors` ({name: {mean, std, ci95, n, values}}; `floors` holds the unigram floor of a
@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from quadselect.compare.curves import family_members, mixture_comparisons
 from quadselect.compare.stats import paired, summarize
 
 SCHEMA = "quadselect.comparison/2"
@@ -48,20 +49,33 @@ BREAKDOWNS = {
 }
 
 
-def comparison_document(records: Sequence[dict[str, Any]], **context: Any) -> dict[str, Any]:
-    """The content of a comparison.json: one entry per method (`aggregate`), the paired comparisons, the thesis
-    checks, the per-run records themselves, and `context` (how the runs were made: command, machine, pool, ...)."""
+def comparison_document(
+    records: Sequence[dict[str, Any]], families: Sequence[str] = (), **context: Any
+) -> dict[str, Any]:
+    """The content of a comparison.json: one entry per method (`aggregate`), the paired comparisons, Quad against
+    each mixture family's curve (`families`, `compare/curves.py`), the thesis checks, where Quad loses, the per-run
+    records themselves, and `context` (how the runs were made: command, machine, pool, ...)."""
     entries = aggregate(records)
     comparisons = paired_comparisons(records)
+    x, y = front_axes([e for e in entries if is_main(e)])
+    against_curves = mixture_comparisons(records, families, x, y)
     return {
         "schema": SCHEMA,
         **context,
         "headline": list(HEADLINE),
-        "checks": thesis_checks(entries, comparisons),
+        "checks": thesis_checks(entries, comparisons) + [_below_curve(c) for c in against_curves],
+        "losses": quad_losses(comparisons),
         "methods": entries,
         "comparisons": comparisons,
+        "curve_comparisons": against_curves,
+        "families": {f: family_members(records, f) for f in families},
         "runs": list(records),
     }
+
+
+def is_main(entry: dict[str, Any]) -> bool:
+    """A method in its own right: not an ablation of Quad, not a point of a curve (a mixture, a sweep setting)."""
+    return not entry.get("ablation") and not entry.get("family")
 
 
 def higher_is_better(metric: str) -> bool:
@@ -105,6 +119,8 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "method": label,
                 "base_method": group[0]["method"],
                 "ablation": group[0].get("ablation"),
+                "family": group[0].get("family"),
+                "position": group[0].get("position"),
                 "seeds": [r["seed"] for r in group],
                 "n": len(group),
                 "metrics": _family(group, {m: m for m in HEADLINE}),
@@ -117,12 +133,13 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "docs_selected": summarize([r.get("docs_selected") for r in group])["mean"],
                 "tokens_selected": summarize([r.get("tokens_selected") for r in group])["mean"],
                 "composition": _composition(group),
+                "cost": _cost(group),
                 "train_tokens": group[0].get("train_tokens"),
             }
         )
-    front = pareto_front([e for e in entries if not e["ablation"]])
-    for entry in entries:  # ablations are variants of Quad, not competing methods: left off the front
-        entry["pareto"] = None if entry["ablation"] else entry["method"] in front
+    front = pareto_front([e for e in entries if is_main(e)])
+    for entry in entries:  # ablations and curve points are variants, not competing methods: left off the front
+        entry["pareto"] = entry["method"] in front if is_main(entry) else None
     return entries
 
 
@@ -147,6 +164,12 @@ def _composition(group: Sequence[dict[str, Any]]) -> dict[str, float]:
         for source, n in tokens.items():
             shares.setdefault(source, []).append(n / total)
     return {source: sum(v) / len(runs) for source, v in sorted(shares.items())}
+
+
+def _cost(group: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+    """Mean over seeds of each cost figure the runs recorded (`compare/cost.py`); empty for runs without one."""
+    keys = sorted({key for r in group for key in r.get("cost", {})})
+    return {key: summarize([r.get("cost", {}).get(key) for r in group])["mean"] for key in keys}
 
 
 def _mean(entry: dict[str, Any], metric: str) -> float | None:
@@ -188,8 +211,19 @@ def paired_comparisons(runs: Sequence[dict[str, Any]], quad: str = "quad", *, se
     return rows
 
 
-def pareto_front(entries: Sequence[dict[str, Any]], x: str = "general_loss", y: str = "reference_loss") -> set[str]:
-    """Methods no other method beats on both metrics (lower is better on each, strictly better on one)."""
+def front_axes(entries: Sequence[dict[str, Any]]) -> tuple[str, str]:
+    """The Pareto front's axes, (breadth, target): bits per byte when every method measured it (comparable across
+    tokenizers, and what the tables lead with), else the per-token losses of older runs."""
+    if all(_mean(e, "general_bpb") is not None and _mean(e, "reference_bpb") is not None for e in entries):
+        return "general_bpb", "reference_bpb"
+    return "general_loss", "reference_loss"
+
+
+def pareto_front(entries: Sequence[dict[str, Any]], x: str | None = None, y: str | None = None) -> set[str]:
+    """Methods no other method beats on both metrics (lower is better on each, strictly better on one); the axes
+    default to `front_axes`."""
+    default_x, default_y = front_axes(entries)
+    x, y = x or default_x, y or default_y
     points = {e["method"]: (_mean(e, x), _mean(e, y)) for e in entries}
     points = {k: v for k, v in points.items() if None not in v}
     front = set()
@@ -230,11 +264,12 @@ def thesis_checks(
                     "detail": f"{q['docs_scored']:,} vs {tk['docs_scored']:,} documents ({ratio:.1%})",
                 }
             )
-    main = [e for e in entries if not e.get("ablation")]
+    main = [e for e in entries if is_main(e)]
     front = pareto_front(main)
+    x, y = (axis.replace("_", " ").replace("bpb", "BPB") for axis in front_axes(main))
     checks.append(
         {
-            "check": "Quad is on the Pareto front of reference loss vs general loss (methods without ablations)",
+            "check": f"Quad is on the Pareto front of {y} vs {x} (methods without ablations)",
             "passed": quad in front,
             "detail": "front: " + ", ".join(sorted(front)),
         }
@@ -258,3 +293,33 @@ def _beats(c: dict[str, Any]) -> dict[str, Any]:
         "detail": f"{c['mean_a']:.4f} vs {c['mean_b']:.4f} over seeds {c['seeds']}: difference {diff:+.4f} "
         f"(95% bootstrap interval {lo:+.4f} to {hi:+.4f}), paired t-test p = {c['p']:.3g}",
     }
+
+
+def _below_curve(c: dict[str, Any]) -> dict[str, Any]:
+    """The check that Quad is below a mixture family's curve: at Quad's reference metric, its general metric beats
+    the curve's (interpolated), paired over seeds."""
+    metric, at = (m.replace("_", " ").replace("bpb", "BPB") for m in (c["metric"], c["at"]))
+    check = f"At Quad's {at}, Quad's {metric} beats the {c['family']} mixtures' (paired over seeds, p < {ALPHA:g})"
+    if c["p"] is None:
+        figures = "" if c["mean_diff"] is None else f"{c['mean_a']:.4f} vs {c['mean_b']:.4f}: "
+        return {"check": check, "passed": None, "detail": figures + c["reason"]}
+    lo, hi = c["ci95"]
+    return {
+        "check": check,
+        "passed": bool(c["mean_diff"] < 0 and c["p"] < ALPHA),
+        "detail": f"{c['mean_a']:.4f} vs {c['mean_b']:.4f} on the curve, seeds {c['seeds']}: difference "
+        f"{c['mean_diff']:+.4f} (95% bootstrap interval {lo:+.4f} to {hi:+.4f}), paired t-test p = {c['p']:.3g}",
+    }
+
+
+def quad_losses(comparisons: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every paired comparison Quad loses with p < 0.05 (the other method or ablation better on a metric): where a
+    reader should not use Quad, said as plainly as where it wins."""
+    lost = []
+    for c in comparisons:
+        if c["p"] is None or c["p"] >= ALPHA:
+            continue
+        quad_better = c["mean_diff"] > 0 if c["higher_is_better"] else c["mean_diff"] < 0
+        if not quad_better:
+            lost.append({"b": c["b"], "metric": c["metric"], "mean_a": c["mean_a"], "mean_b": c["mean_b"], "p": c["p"]})
+    return lost

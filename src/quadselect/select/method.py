@@ -97,10 +97,20 @@ class Selection:
     """One record per step of an iterative method (kept as `trajectory.json`, drawn by the report)."""
 
 
+NeedsOf = Callable[[Mapping[str, Any]], frozenset[Need]]
+"""The needs of a method whose inputs depend on its options, from the config's `select` section as plain values."""
+
+
 @dataclass(frozen=True)
 class Method:
-    """A selection method: `select(inputs)` is called with the inputs `needs` names filled in."""
+    """A selection method: `select(inputs)` is called with the inputs `needs_for(options)` names filled in."""
 
     name: str
-    needs: frozenset[Need]
+    needs: frozenset[Need] | NeedsOf
+    """The inputs it reads: a fixed set, or a function of the `select` options for a method whose inputs depend on
+    them (`mix` reads what its two component methods read)."""
     select: Callable[[SelectionInputs], Selection]
+
+    def needs_for(self, options: Mapping[str, Any]) -> frozenset[Need]:
+        """The inputs it reads under these `select` options: what the stage builds for it."""
+        return self.needs if isinstance(self.needs, frozenset) else self.needs(options)

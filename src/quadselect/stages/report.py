@@ -27,8 +27,8 @@ from quadselect.run import StageContext
 def report_args(config: RunConfig) -> dict[str, Any]:
     """The report's options, plus digests of the evaluation files it shows: when an evaluation writes or rewrites
     them after the report was made, the report is out of date and re-runs."""
-    evaluate = RunLayout(config.run_dir).evaluate
-    comparison = config.report.comparison or evaluate.comparison
+    layout = RunLayout(config.run_dir)
+    evaluate, comparison = layout.evaluate, config.report.comparison or layout.compare.comparison
     return {
         "report": config.report.model_dump(mode="json"),
         "seed": config.seed,
@@ -57,7 +57,7 @@ def load_artifacts(run_dir: str | Path, comparison: Path | None = None) -> RunAr
     """Read a run directory whose stages through `export` are done; a missing stage is an error saying which.
 
     `comparison`: the configured comparison.json (`report.comparison`); None shows the run's own
-    `evaluate/comparison.json` when there is one."""
+    `compare/comparison.json` (`quadselect compare`) when there is one."""
     layout = RunLayout(Path(run_dir))
     stages = [_stage_info(layout, name) for name in THROUGH_EXPORT]
     by_name = {s.name: s for s in stages}
@@ -120,10 +120,10 @@ def _comparison(layout: RunLayout, configured: Path | None) -> Comparison:
     """The configured comparison.json, which must exist, or the run's own when there is one (a note otherwise)."""
     if configured is not None and not configured.is_file():
         raise QuadselectError(
-            f"report.comparison: {configured} does not exist. Point it at the comparison.json the evaluate benchmark "
-            "wrote, or remove the key (the report then uses <run_dir>/evaluate/comparison.json when present)."
+            f"report.comparison: {configured} does not exist. Point it at the comparison.json `quadselect compare` "
+            "wrote, or remove the key (the report then uses <run_dir>/compare/comparison.json when present)."
         )
-    path = configured or layout.evaluate.comparison
+    path = configured or layout.compare.comparison
     if not path.is_file():
-        return Comparison(None, note="No method comparison: run the evaluate benchmark to compare selections.")
+        return Comparison(None, note="No method comparison: `quadselect compare` compares selections on this pool.")
     return read_comparison(path)

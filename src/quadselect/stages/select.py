@@ -18,6 +18,7 @@ same seed makes.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import time
@@ -45,6 +46,7 @@ from quadselect.layout import (
     PrepareFiles,
     ProxyFiles,
     SelectFiles,
+    StageFiles,
 )
 from quadselect.progress import ProgressBar, progress_bar
 from quadselect.run import StageContext, stage_status
@@ -58,7 +60,10 @@ log = logging.getLogger(__name__)
 
 
 def select_args(config: RunConfig) -> dict[str, Any]:
-    return {"select": config.select.model_dump(mode="json"), "seed": config.seed}
+    """The select section and the seed. `select.mix` only counts for the `mix` method: left out otherwise, so that
+    adding it changed no other selection's fingerprint (a finished run is still reused)."""
+    unused = {"mix"} if config.select.method != "mix" else None
+    return {"select": config.select.model_dump(mode="json", exclude=unused), "seed": config.seed}
 
 
 def selection_seed(ctx: StageContext) -> int:
@@ -96,8 +101,9 @@ def run_select(ctx: StageContext) -> dict[str, Any]:
     start = time.perf_counter()
     with ExitStack() as stack:
         needs = _Needs(ctx, pool, eligible, cluster_ids, cluster_summary, method, budget, stack)
+        options = cfg.model_dump()
         inputs = SelectionInputs(
-            n_tokens[eligible], budget, selection_seed(ctx), cfg.model_dump(), **needs.build(method.needs)
+            n_tokens[eligible], budget, selection_seed(ctx), options, **needs.build(method.needs_for(options))
         )
         selection = method.select(inputs)
     keep = eligible[selection.selected]
@@ -233,7 +239,15 @@ class _Needs:
 
     def _pool_scores(self) -> dict[str, Any]:
         """Influence of every pool document (scored shard by shard, resumable): the cost top-k pays, Quad avoids."""
-        scores = _whole_pool(self.ctx, self.pool, "pool_scores", _scoring_worker(self.ctx), "score")
+        cfg = self.ctx.config
+        settings = {
+            "factors": cfg.factors.model_dump(mode="json"),
+            "scorer": cfg.select.scorer,
+            "batch_size": cfg.select.score_batch_size,
+            "seed": selection_seed(self.ctx) if cfg.select.scorer == "projected" else None,  # the sketch's seed
+        }
+        key = _cache_key(self.ctx, ("reference",), settings)
+        scores = _whole_pool(self.ctx, self.pool, "pool_scores", key, _scoring_worker(self.ctx), "score")
         self.pool_scores = scores.astype(np.float64)  # what the manifest and scored.parquet hold
         return {"pool_scores": self.pool_scores[self.eligible]}
 
@@ -245,7 +259,13 @@ class _Needs:
             self.ctx.config.factors.max_length,
             self.ctx.config.select.score_batch_size,
         )
-        return {"pool_losses": _whole_pool(self.ctx, self.pool, "pool_losses", worker, "losses")[self.eligible]}
+        settings = {
+            "max_tokens": self.ctx.config.factors.max_length,
+            "batch_size": self.ctx.config.select.score_batch_size,
+        }
+        key = _cache_key(self.ctx, ("proxy",), settings)
+        losses = _whole_pool(self.ctx, self.pool, "pool_losses", key, worker, "losses")
+        return {"pool_losses": losses[self.eligible]}
 
     def _texts(self) -> dict[str, Any]:
         return {"texts": ShardTexts(self.pool, self.eligible)}
@@ -349,13 +369,23 @@ def _concat(parts: Iterable[np.ndarray]) -> np.ndarray:
     return np.concatenate(arrays) if arrays else np.zeros(0)
 
 
+def _cache_key(ctx: StageContext, stages: tuple[str, ...], settings: dict[str, Any]) -> str:
+    """A key for values computed from the finished `stages` and `settings` alone: the stages' fingerprints (each
+    covers everything upstream of it) and the settings, hashed."""
+    fingerprints = {stage: read_json(StageFiles(ctx.input(stage)).marker)["fingerprint"] for stage in stages}
+    blob = json.dumps({"stages": fingerprints, "settings": settings}, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
 def _per_shard(
-    ctx: StageContext, pool: ShardSet, name: str, compute: Callable[[list[int]], Iterator[np.ndarray]]
+    ctx: StageContext, pool: ShardSet, name: str, key: str, compute: Callable[[list[int]], Iterator[np.ndarray]]
 ) -> np.ndarray:
-    """One value per pool document. `compute(shards)` yields the values of each listed (unfinished) shard in turn;
-    each shard's values are saved as it completes, so a killed run resumes at the first unfinished shard."""
-    out_dir = SelectFiles(ctx.work_dir).per_shard(name)
-    out_dir.mkdir(exist_ok=True)
+    """One value per pool document, kept in the run's cache under `name` and `key` (`RunLayout.cache`): whole-pool
+    values do not depend on the method, so another selection of this run (a mixture, a comparison's next seed)
+    reads them instead of recomputing. `compute(shards)` yields the values of each listed (missing) shard in turn;
+    each shard's values are saved as it completes, so a killed run resumes at the first missing shard."""
+    out_dir = ctx.layout.cache(name, key)
+    out_dir.mkdir(parents=True, exist_ok=True)
     shards = pool.index["shards"]
     paths = [out_dir / (shard["file"].removesuffix(".parquet") + ".npy") for shard in shards]
     todo = [i for i, path in enumerate(paths) if not path.is_file()]
@@ -391,11 +421,16 @@ def _through_workers(
         yield _concat(parts)
 
 
-def _whole_pool(ctx: StageContext, pool: ShardSet, name: str, worker: Callable[[], Any], method: str) -> np.ndarray:
+def _whole_pool(
+    ctx: StageContext, pool: ShardSet, name: str, key: str, worker: Callable[[], Any], method: str
+) -> np.ndarray:
     """One value per pool document from the workers' `method`, saved shard by shard (`_per_shard`)."""
     block_docs = ctx.config.select.score_batch_size * BATCHES_PER_TASK
     with ctx.executor.pool(worker) as workers, progress_bar(f"select: {name}", total=pool.num_docs, unit="docs") as bar:
-        return _per_shard(ctx, pool, name, lambda todo: _through_workers(pool, todo, workers, method, block_docs, bar))
+        compute = functools.partial(
+            _through_workers, pool, workers=workers, method=method, block_docs=block_docs, bar=bar
+        )
+        return _per_shard(ctx, pool, name, key, compute)
 
 
 def _reference_and_eval_texts(ctx: StageContext) -> list[str]:
@@ -421,7 +456,8 @@ def _contaminated_pool_rows(ctx: StageContext, pool: ShardSet, cfg: SelectConfig
                 bar.update(1)
                 yield flags
 
-    excluded = np.flatnonzero(_per_shard(ctx, pool, "contamination", screen) > 0)
+    key = _cache_key(ctx, ("prepare",), {"ngram": cfg.decontaminate_ngram})
+    excluded = np.flatnonzero(_per_shard(ctx, pool, "contamination", key, screen) > 0)
     if excluded.size:
         log.warning("select: %d pool documents overlap reference/eval text; dropped before selection", excluded.size)
     return excluded

@@ -1,0 +1,205 @@
+"""`quadselect compare`: on the pool, reference, eval split and budget of any run config, select with every method,
+ablation and curve point of `compare:` with every seed, train the evaluation model on each selection, evaluate it,
+and compare (README, "Compare selection methods").
+
+The base run directory runs the shared stages (prepare … reference) once. Each (variant, seed) gets a run directory
+under `<run_dir>/compare/` that hard-links the stages it shares (`runs.link_stages`) and the run's cache of
+whole-pool values (influence scores, proxy losses, contamination flags; `RunLayout.cache`): the pool is scored once
+for top-k and every mixture with it. The stage runner's fingerprints skip what is done, so a killed comparison
+resumes where it stopped and a finished one is only re-summarized.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from quadselect.atomic import read_json, write_json, write_text
+from quadselect.compare.cost import selection_cost
+from quadselect.compare.estimate import Part, Rates, accuracy_line, estimate_plan, estimate_table, measure_rates
+from quadselect.compare.plan import PlannedRun, build_plan, run_config
+from quadselect.compare.plot import plot_tradeoff
+from quadselect.compare.results import comparison_document, front_axes, is_main
+from quadselect.compare.runs import link_stages, run_record
+from quadselect.compare.summary import summary_markdown
+from quadselect.config import RunConfig
+from quadselect.errors import ConfigError
+from quadselect.layout import CACHE_DIR, RunLayout
+from quadselect.pipeline import build_pipeline, evaluation_pipeline
+from quadselect.progress import progress_bar
+from quadselect.run import Runner
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What a comparison did: its plan's estimate and, unless only estimated, the comparison document and where the
+    results were written."""
+
+    estimate: list[Part]
+    rates: Rates
+    document: dict[str, Any] | None = None
+    wall_s: float | None = None
+    written: list[Path] = dataclasses.field(default_factory=list)
+
+
+def compare(
+    base: RunConfig,
+    *,
+    methods: list[str] | None = None,
+    ablations: list[str] | None = None,
+    estimate_only: bool = False,
+    on_estimate: Any = None,
+    context: dict[str, Any] | None = None,
+) -> Outcome:
+    """Run (or only estimate) the comparison `base.compare` describes on `base`'s data and budget; `methods` /
+    `ablations` narrow its lists. `on_estimate(text)` receives the plan and its time estimate before anything long
+    runs (the CLI prints it). `context` goes into comparison.json (command, machine, ...)."""
+    _check_eval_split(base)
+    started = time.perf_counter()
+    Runner(build_pipeline(), base).run("prepare")
+    train_tokens = _train_tokens(base)
+    plan = build_plan(base, methods, ablations)
+    rates = measure_rates(base)
+    parts = estimate_plan(base, plan, train_tokens, rates)
+    if on_estimate is not None:
+        on_estimate(
+            f"{len(plan)} runs ({train_tokens:,} training tokens each); time estimate:\n" + estimate_table(parts, rates)
+        )
+    if estimate_only:
+        return Outcome(parts, rates)
+
+    Runner(build_pipeline(), base).run("reference")
+    records = _run_plan(base, plan, train_tokens)
+    wall = time.perf_counter() - started
+    estimated = sum(p.seconds for p in parts)
+    document = comparison_document(
+        records,
+        families=base.compare.mixtures,
+        **(context or {}),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        budget_tokens=_budget(base),
+        train_tokens=train_tokens,
+        wall_s=round(wall, 1),
+        estimated_wall_s=round(estimated, 1),
+        estimate_accuracy=accuracy_line(estimated, wall),
+        tau_percentile=base.select.tau_percentile,
+    )
+    written = write_results(base, document)
+    log.info("compare: %s; results in %s", accuracy_line(estimated, wall), RunLayout(base.run_dir).compare.root)
+    return Outcome(parts, rates, document, wall, written)
+
+
+def write_results(base: RunConfig, document: dict[str, Any]) -> list[Path]:
+    """comparison.json, summary.md and the trade-off figures (bits per byte, and losses) in `<run_dir>/compare/`."""
+    files = RunLayout(base.run_dir).compare
+    entries = document["methods"]
+    x, y = front_axes([e for e in entries if is_main(e)])
+    plots = [(files.plot("tradeoff"), x, y)]
+    if x != "general_loss":
+        plots.append((files.plot("tradeoff_loss"), "general_loss", "reference_loss"))
+    for path, px, py in plots:
+        plot_tradeoff(
+            entries,
+            path,
+            x=px,
+            y=py,
+            families=document.get("families"),
+            quad_position=document.get("tau_percentile"),
+        )
+    write_json(files.comparison, document)
+    write_text(files.summary, summary_markdown(document, plot_name=plots[0][0].name))
+    return [files.comparison, files.summary, *(p for p, _, _ in plots)]
+
+
+def _run_plan(base: RunConfig, plan: list[PlannedRun], train_tokens: int) -> list[dict[str, Any]]:
+    """Every planned run through evaluate, in order. The first seed of a variant shares the base run's stages; its
+    later seeds share the first seed's (its whole selection, when the method ignores the seed)."""
+    records = []
+    first: dict[str, Path] = {}
+    with progress_bar("compare", total=len(plan), unit="runs") as bar:
+        for run in plan:
+            config = run_config(base, run, train_tokens)
+            source = first.setdefault(run.variant.label, run.run_dir)
+            link_stages(base.run_dir if source == run.run_dir else source, run.run_dir)
+            _share_cache(base.run_dir, run.run_dir)
+            start = time.perf_counter()
+            results = Runner(evaluation_pipeline(), config).run("evaluate")
+            _share_cache(run.run_dir, base.run_dir)  # what this run computed, for the runs after it
+            record = run_record(run.run_dir, label=run.variant.label, seed=run.seed, ablation=run.variant.ablation)
+            record.update(
+                family=run.variant.family,
+                position=run.variant.position,
+                stage_wall_s={r.name: r.wall_s for r in results if not r.skipped},
+                cost=selection_cost(config),
+            )
+            records.append(record)
+            ran = ", ".join(f"{r.name} {r.wall_s:.0f}s" for r in results if not r.skipped) or "nothing (done)"
+            log.info(
+                "compare: %s seed %d in %.0f s (%s): reference BPB %s, general BPB %s",
+                run.variant.label,
+                run.seed,
+                time.perf_counter() - start,
+                ran,
+                _fmt(record.get("reference_bpb")),
+                _fmt(record.get("general_bpb")),
+            )
+            bar.update(1)
+    return records
+
+
+def _share_cache(source: Path, dest: Path) -> None:
+    """Hard-link every cached file of `source` missing in `dest` (cache files are written whole, once, and never
+    changed, so two runs may hold the same file)."""
+    root = source / CACHE_DIR
+    if not root.is_dir():
+        return
+    for path in root.rglob("*"):
+        if path.is_file() and not path.name.startswith("."):
+            target = dest / CACHE_DIR / path.relative_to(root)
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.link(path, target)
+
+
+def _check_eval_split(base: RunConfig) -> None:
+    if not base.data.eval:
+        raise ConfigError(
+            "compare: the config has no eval split, so there is nothing held out to judge the selections on. Add "
+            "held-out documents under data.eval: sources absent from the pool are the held-out reference text (the "
+            "target), pool sources give the per-domain (breadth) metrics."
+        )
+
+
+def _budget(base: RunConfig) -> int:
+    """The selection budget in tokens, from the prepared pool (the select stage's rule)."""
+    from quadselect.stages.select import budget_tokens
+
+    pool_tokens = int(read_json(RunLayout(base.run_dir).prepare.marker)["summary"]["roles"]["pool"]["tokens"])
+    budget = budget_tokens(base.select, pool_tokens)
+    if budget >= pool_tokens:
+        raise ConfigError(
+            f"compare: the budget ({budget:,} tokens) is the whole pool ({pool_tokens:,} tokens): every method would "
+            "select everything. Lower select.budget_fraction or select.budget_tokens."
+        )
+    return budget
+
+
+def _train_tokens(base: RunConfig) -> int:
+    """The evaluation model's tokens, equal for every run: train.train_tokens, or compare.passes over the budget."""
+    budget = _budget(base)
+    if budget < base.train.seq_len:
+        raise ConfigError(
+            f"compare: the budget ({budget:,} tokens) is smaller than one training block (train.seq_len = "
+            f"{base.train.seq_len}): no selection could train a model. Raise the budget."
+        )
+    return base.train.train_tokens or round(base.compare.passes * budget)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else "n/a"

@@ -1,0 +1,216 @@
+"""How long a comparison will take on this machine, before it starts: every part priced from throughputs measured
+now (a loaded machine estimates longer), and measured again against the wall time at the end.
+
+The selection costs are per document: once the base run's reference stage is done, the influence scorer and the
+proxy's forward pass are timed on a sample of real pool documents (their lengths, their padding), which is what
+top-k's whole-pool scoring, perplexity filtering and Quad's scored documents are made of. Before it, the scorer is
+priced from the proxy's training throughput (one hook-scored batch ≈ 1.2 training steps, measured in the influence
+benchmark), a rougher figure that the estimate says it used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from quadselect.compare.plan import PlannedRun, run_config
+from quadselect.config import RunConfig
+from quadselect.data.shards import ShardSet, read_rows
+from quadselect.evaluate.train import build_model
+from quadselect.layout import RunLayout
+from quadselect.proxy import build_llama, evaluate_loss, train_causal_lm
+from quadselect.select.method import Need
+from quadselect.select.methods import get_method
+
+SAMPLE_DOCS = 16  # pool documents timed through the scorer and the proxy's forward pass
+QUAD_SCORED_SHARE = 0.15  # Quad scored 4–5% of the demo pool at a 10% budget; priced high, to err long
+FIXED_PER_RUN_S = 15.0  # decontamination screen read from the cache, model loads, bookkeeping
+
+
+@dataclasses.dataclass(frozen=True)
+class Rates:
+    """Throughputs measured on this machine now (tokens per second) and how the scorer's was found."""
+
+    scorer_tps: float
+    forward_tps: float
+    train_tps: float
+    eval_tps: float
+    proxy_train_tps: float
+    scorer_measured: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    name: str
+    seconds: float
+    run_dir: str | None = None
+
+
+def measure_rates(base: RunConfig) -> Rates:
+    layout = RunLayout(base.run_dir)
+    p, t = base.proxy, base.train
+    proxy = build_llama(
+        base.tokenizer.vocab_size,
+        hidden_size=p.hidden_size,
+        num_layers=p.num_layers,
+        num_heads=p.num_heads,
+        intermediate_size=p.intermediate_size,
+        max_position=p.seq_len,
+    )
+    proxy_train = _train_tps(proxy, base.factors.max_length, base.select.score_batch_size, bf16=False)
+    eval_model = build_model(t, _VocabOnly(base.tokenizer.vocab_size), seed=0)
+    train_tps = _train_tps(eval_model, t.seq_len, t.batch_size, bf16=t.bf16)
+    eval_tps = _forward_tps(eval_model, t.seq_len, base.evaluate.batch_size)
+    if layout.reference.marker.is_file():
+        scorer_tps, forward_tps = _measured_scoring(base)
+        return Rates(scorer_tps, forward_tps, train_tps, eval_tps, proxy_train, scorer_measured=True)
+    forward_tps = _forward_tps(proxy, base.factors.max_length, base.select.score_batch_size)
+    return Rates(proxy_train / 1.2, forward_tps, train_tps, eval_tps, proxy_train, scorer_measured=False)
+
+
+def _measured_scoring(base: RunConfig) -> tuple[float, float]:
+    """Tokens per second of the influence scorer and of the proxy's loss pass on a seeded sample of pool documents
+    (the second call of each: the first warms up)."""
+    from quadselect.stages.workers import LossWorker, load_scorer
+
+    layout = RunLayout(base.run_dir)
+    pool = ShardSet(layout.prepare.pool)
+    rows = np.sort(np.random.default_rng(base.seed).choice(pool.num_docs, size=min(SAMPLE_DOCS, pool.num_docs)))
+    table = read_rows(pool, rows, ["text", "n_tokens"])
+    texts, n_tokens = table["text"].to_pylist(), table["n_tokens"].to_numpy()
+    cap = base.factors.max_length
+    scorer = load_scorer(
+        layout, base.factors, method=base.select.scorer, batch_size=base.select.score_batch_size, seed=base.seed
+    )
+    scorer.score_texts(texts[: base.select.score_batch_size])
+    start = time.perf_counter()
+    scorer.score_texts(texts)
+    scorer_tps = float(np.minimum(n_tokens, cap * base.factors.max_windows).sum()) / (time.perf_counter() - start)
+    losses = LossWorker(str(layout.proxy.model), cap, base.select.score_batch_size)
+    losses.losses(texts[: base.select.score_batch_size])
+    start = time.perf_counter()
+    losses.losses(texts)
+    forward_tps = float(np.minimum(n_tokens, cap).sum()) / (time.perf_counter() - start)
+    return scorer_tps, forward_tps
+
+
+def estimate_plan(base: RunConfig, plan: list[PlannedRun], train_tokens: int, rates: Rates) -> list[Part]:
+    """Seconds per part of the plan; parts already finished (a resumed comparison) cost nothing."""
+    layout = RunLayout(base.run_dir)
+    pool_tokens = _pool_tokens(layout)
+    cap = base.factors.max_length
+    scored_tokens = float(np.minimum(pool_tokens, cap * base.factors.max_windows).sum())
+    forward_tokens = float(np.minimum(pool_tokens, cap).sum())
+    per_doc_scored = scored_tokens / pool_tokens.size
+    eval_tokens = _eval_tokens(layout, base)
+    parts: list[Part] = []
+    if not layout.reference.marker.is_file():
+        p = base.proxy
+        upstream = (
+            30.0
+            + p.train_tokens / (rates.proxy_train_tps * (1.5 if p.bf16 else 1.0))
+            + 3 * base.factors.sample_docs * cap / rates.proxy_train_tps
+            + 2 * 350 * cap * base.factors.max_windows / rates.proxy_train_tps
+        )
+        parts.append(Part("shared upstream stages (prepare … reference)", upstream))
+    whole_pool_done: set[Need] = set()
+    selected: set[str] = set()
+    for run in plan:
+        config = run_config(base, run, train_tokens)
+        runs = RunLayout(run.run_dir)
+        seconds = 0.0
+        if not runs.select.marker.is_file() and (run.variant.seeded or run.variant.label not in selected):
+            needs = get_method(config.select.method).needs_for(config.select.model_dump())
+            if Need.POOL_SCORES in needs and Need.POOL_SCORES not in whole_pool_done:
+                seconds += scored_tokens / rates.scorer_tps  # once: later runs read the cache
+            if Need.POOL_LOSSES in needs and Need.POOL_LOSSES not in whole_pool_done:
+                seconds += forward_tokens / rates.forward_tps
+            if Need.SCORER in needs:
+                seconds += QUAD_SCORED_SHARE * pool_tokens.size * per_doc_scored / rates.scorer_tps
+            if Need.TEXTS in needs:
+                seconds += 2 * pool_tokens.sum() / 2e6  # DSIR hashes the pool's n-grams twice (≈ 2M tokens/s)
+            whole_pool_done |= needs & {Need.POOL_SCORES, Need.POOL_LOSSES}
+            seconds += FIXED_PER_RUN_S
+        selected.add(run.variant.label)
+        if not runs.evaluate.marker.is_file():
+            seconds += train_tokens / rates.train_tps + eval_tokens / rates.eval_tps + FIXED_PER_RUN_S
+        parts.append(Part(f"{run.variant.label} seed {run.seed}", seconds, str(run.run_dir)))
+    return parts
+
+
+def _pool_tokens(layout: RunLayout) -> np.ndarray:
+    pool = ShardSet(layout.prepare.pool)
+    return np.concatenate([t["n_tokens"].to_numpy() for t in pool.iter_tables(["n_tokens"])])
+
+
+def _eval_tokens(layout: RunLayout, config: RunConfig) -> float:
+    """Tokens the evaluation reads, each held-out text scored once and each multiple-choice item's four choices
+    with their context (≈ 4 × 40 words ≈ 4 × 60 tokens an item, 4 items a document)."""
+    eval_dir = layout.prepare.eval
+    if not eval_dir.is_dir():
+        return 0.0
+    table = ShardSet(eval_dir).read(["n_tokens", "source"]).to_pydict()
+    per_source: dict[str, list[int]] = {}
+    for n, source in zip(table["n_tokens"], table["source"], strict=True):
+        per_source.setdefault(source, []).append(min(n, config.evaluate.max_tokens_per_doc) + 1)
+    limit = config.evaluate.max_docs_per_source or 10**9
+    docs = {s: min(len(v), limit) for s, v in per_source.items()}
+    held_out = sum(float(np.mean(v)) * docs[s] for s, v in per_source.items())
+    choice = sum(docs.values()) * config.evaluate.choice.max_per_doc * 4 * 60 if config.evaluate.choice.enabled else 0
+    return held_out + choice
+
+
+def _train_tps(model: torch.nn.Module, seq_len: int, batch: int, bf16: bool) -> float:
+    blocks = np.random.default_rng(0).integers(0, model.config.vocab_size, size=(batch * 3, seq_len)).astype(np.int32)
+    train_causal_lm(model, blocks, steps=2, batch_size=batch, bf16_autocast=bf16)  # warm-up
+    start = time.perf_counter()
+    train_causal_lm(model, blocks, steps=3, batch_size=batch, bf16_autocast=bf16)
+    return 3 * batch * seq_len / (time.perf_counter() - start)
+
+
+def _forward_tps(model: torch.nn.Module, seq_len: int, batch: int) -> float:
+    blocks = np.random.default_rng(1).integers(0, model.config.vocab_size, size=(batch * 2, seq_len)).astype(np.int32)
+    evaluate_loss(model, blocks[:batch], batch_size=batch)
+    start = time.perf_counter()
+    evaluate_loss(model, blocks, batch_size=batch)
+    return 2 * batch * seq_len / (time.perf_counter() - start)
+
+
+@dataclasses.dataclass
+class _VocabOnly:
+    """Stands in for a tokenizer when only the vocabulary size and special ids matter (timing a model)."""
+
+    size: int
+    pad_token_id: int = 1
+    bos_token_id: int = 0
+    eos_token_id: int = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def estimate_table(parts: list[Part], rates: Rates) -> str:
+    """The plan and its time estimate, as printed before a comparison starts."""
+    how = "timed on pool documents" if rates.scorer_measured else "from the proxy's training rate (rougher)"
+    lines = [
+        f"measured now: scorer {rates.scorer_tps:,.0f} tok/s ({how}); proxy forward {rates.forward_tps:,.0f} tok/s; "
+        f"evaluation model {rates.train_tps:,.0f} tok/s training, {rates.eval_tps:,.0f} forward",
+        "",
+    ]
+    lines += [f"  {p.seconds / 60:7.1f} min  {p.name}" for p in parts if p.seconds > 0]
+    total = sum(p.seconds for p in parts)
+    lines.append(f"  {total / 60:7.1f} min  TOTAL (≈ {total / 3600:.2f} h; {len(parts)} parts)")
+    return "\n".join(lines)
+
+
+def accuracy_line(estimated_s: float, measured_s: float) -> str:
+    ratio = measured_s / estimated_s if estimated_s else float("nan")
+    return f"estimated {estimated_s / 60:.1f} min, took {measured_s / 60:.1f} min (measured / estimated = {ratio:.2f})"
+
+
+def summary_of(parts: list[Part]) -> dict[str, Any]:
+    return {"estimated_s": round(sum(p.seconds for p in parts), 1), "parts": len(parts)}

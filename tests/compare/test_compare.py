@@ -1,0 +1,114 @@
+"""`quadselect compare` end to end on a user's own files (a tiny pool in a temporary folder, outside the package):
+the files it writes, the stages and whole-pool scores really shared, resumption after a kill mid-plan, the errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from quadselect.atomic import read_json
+from quadselect.cli import app
+from quadselect.compare import driver
+from quadselect.compare.driver import compare
+from quadselect.config import RunConfig, config_from_dict
+from quadselect.errors import ConfigError
+from quadselect.layout import CACHE_DIR, RunLayout
+
+PLAN = {
+    "methods": ["quad", "random", "topk_influence"],
+    "ablations": [],
+    "mixtures": ["random+topk_influence"],
+    "mixture_fractions": [0.5],
+    "quad_sweep": [],
+    "seeds": 2,
+    "passes": 1.0,
+}
+
+
+def _with(config: RunConfig, **sections: dict) -> RunConfig:
+    data = config.model_dump(mode="json")
+    for name, values in sections.items():
+        data[name] = {**data[name], **values}
+    return config_from_dict(data, base_dir=config.run_dir)
+
+
+class Killed(RuntimeError):
+    pass
+
+
+def test_compare_runs_the_plan_shares_the_expensive_work_and_resumes_after_a_kill(
+    eval_run: RunConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _with(eval_run, compare=PLAN)
+    real_cost = driver.selection_cost
+    calls = []
+
+    def killed_on_the_fourth_run(run_config: RunConfig) -> dict:
+        calls.append(run_config.run_dir)
+        if len(calls) == 4:
+            raise Killed("the machine went away")
+        return real_cost(run_config)
+
+    monkeypatch.setattr(driver, "selection_cost", killed_on_the_fourth_run)
+    with pytest.raises(Killed):
+        compare(config)
+    files = RunLayout(config.run_dir).compare
+    finished = [RunLayout(d).evaluate.marker for d in calls[:3]]
+    before = [marker.stat().st_mtime_ns for marker in finished]
+
+    monkeypatch.setattr(driver, "selection_cost", real_cost)
+    estimates: list[str] = []
+    outcome = compare(config, on_estimate=estimates.append)
+    assert [marker.stat().st_mtime_ns for marker in finished] == before  # done before the kill: not run again
+    assert "TOTAL" in estimates[0] and "topk_influence seed 1" in estimates[0]
+    document = outcome.document
+    assert document is not None
+    labels = [e["method"] for e in document["methods"]]
+    assert labels == ["quad", "random", "topk_influence", "mix:random+topk_influence@0.5"]
+    assert all(e["n"] == 2 for e in document["methods"])
+    for path in (files.comparison, files.summary, files.plot("tradeoff"), files.plot("tradeoff_loss")):
+        assert path.is_file()
+    assert read_json(files.comparison)["checks"] == document["checks"]
+    assert "Quad against the mixture curves" in files.summary.read_text()
+    assert any("random+topk_influence mixtures" in c["check"] for c in document["checks"])
+
+    # Top-k's one selection is trained with both seeds, and the pool was scored once: the mixture's select stage
+    # read the same cached files (the same inodes), it did not score again.
+    topk0, topk1 = files.run_dir("topk_influence", 0), files.run_dir("topk_influence", 1)
+    assert (topk1 / "select" / "manifest.parquet").samefile(topk0 / "select" / "manifest.parquet")
+    [scores] = [d for d in (topk0 / CACHE_DIR).iterdir() if d.name.startswith("pool_scores-")]
+    mix = files.run_dir("mix:random+topk_influence@0.5", 1) / CACHE_DIR / scores.name
+    for shard in scores.iterdir():
+        assert (mix / shard.name).samefile(shard)
+    topk_cost = next(e for e in document["methods"] if e["method"] == "topk_influence")["cost"]
+    quad_cost = next(e for e in document["methods"] if e["method"] == "quad")["cost"]
+    assert topk_cost["proxy_tokens_fwd_bwd"] > quad_cost["proxy_tokens_fwd_bwd"] > 0 and topk_cost["proxy_flops"] > 0
+
+    again = compare(config)  # everything is done: nothing runs, the same results
+    assert again.document is not None and again.document["methods"] == document["methods"]
+
+
+def test_compare_refuses_a_config_without_an_eval_split_or_a_budget_of_the_whole_pool(eval_run: RunConfig) -> None:
+    data = eval_run.model_dump(mode="json")
+    data["data"]["eval"] = []
+    with pytest.raises(ConfigError, match=r"data\.eval"):
+        compare(config_from_dict(data, base_dir=eval_run.run_dir))
+    with pytest.raises(ConfigError, match="the whole pool"):
+        compare(_with(eval_run, select={"budget_fraction": 1.0}), estimate_only=True)
+    with pytest.raises(ConfigError, match=r"compare\.methods: .*unknown selection method .nope."):
+        _with(eval_run, compare={"methods": ["quad", "nope"]})
+
+
+def test_the_cli_prints_the_estimate_and_names_a_bad_method(eval_run: RunConfig, tmp_path: Path) -> None:
+    path = tmp_path / "my-run.yaml"
+    path.write_text(yaml.safe_dump(eval_run.model_dump(mode="json")))
+    runner = CliRunner()
+    result = runner.invoke(app, ["compare", str(path), "--estimate-only", "--methods", "random", "--ablations", "none"])
+    assert result.exit_code == 0, result.output
+    assert "time estimate" in result.output and "random seed 0" in result.output
+    assert not RunLayout(eval_run.run_dir).compare.comparison.exists()
+    result = runner.invoke(app, ["compare", str(path), "--methods", "nope"])
+    assert result.exit_code == 2 and "unknown selection method 'nope'" in result.output
