@@ -125,7 +125,9 @@ def write_section(args: argparse.Namespace, records: dict[str, dict[str, Any]], 
         "size for whole passes over it (×n), then `quadselect evaluate` (64 held-out documents per source, first 256 "
         "tokens). small = hidden 128, 2 layers, MLP 384; medium = hidden 256, 4 layers, MLP 768; both tied "
         "embeddings, context 256, batch 16, lr 0.003, bf16 autocast. Floor = a unigram model fitted on the "
-        "selection; below floor = how far the model's BPB is below it. MC = the multiple-choice continuation tasks "
+        "selection; below floor = how far the model's BPB is below it. Train wall = the train stage's own time when "
+        "it ran (a re-run re-reads finished settings: the load average above is that of the last invocation). "
+        "MC = the multiple-choice continuation tasks "
         f"(chance 0.25; {items}); untrained = the small model before its first step, scored on the same items.",
         "",
         header,

@@ -3,7 +3,9 @@ the files it writes, the stages and whole-pool scores really shared, resumption 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+from statistics import mean
 
 import pytest
 import yaml
@@ -13,6 +15,8 @@ from quadselect.atomic import read_json
 from quadselect.cli import app
 from quadselect.compare import driver
 from quadselect.compare.driver import compare
+from quadselect.compare.estimate import Rates, estimate_plan
+from quadselect.compare.plan import build_plan
 from quadselect.config import RunConfig, config_from_dict
 from quadselect.errors import ConfigError
 from quadselect.layout import CACHE_DIR, RunLayout
@@ -89,6 +93,16 @@ def test_compare_runs_the_plan_shares_the_expensive_work_and_resumes_after_a_kil
 
     again = compare(config)  # everything is done: nothing runs, the same results
     assert again.document is not None and again.document["methods"] == document["methods"]
+
+    # A resumed comparison prices the runs still to do with its finished runs' measured times, not the throughput
+    # rules (absurd rates here: 1 token/s would make a part last for hours).
+    plan = build_plan(config)
+    redo = plan[-1].run_dir
+    shutil.rmtree(RunLayout(redo).evaluate.root)
+    walls = {stage: [read_json(RunLayout(r.run_dir).marker(stage))["wall_s"] for r in plan] for stage in ("train",)}
+    walls["evaluate"] = [read_json(m)["wall_s"] for r in plan if (m := RunLayout(r.run_dir).evaluate.marker).is_file()]
+    parts = estimate_plan(config, plan, 2_560, Rates(1.0, 1.0, 1.0, 1.0, 1.0, scorer_measured=True))
+    assert [p.seconds for p in parts if p.seconds] == pytest.approx([mean(walls["train"]) + mean(walls["evaluate"])])
 
 
 def test_compare_refuses_a_config_without_an_eval_split_or_a_budget_of_the_whole_pool(eval_run: RunConfig) -> None:

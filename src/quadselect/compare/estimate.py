@@ -5,18 +5,20 @@ The selection costs are per document: once the base run's reference stage is don
 proxy's forward pass are timed on a sample of real pool documents (their lengths, their padding), which is what
 top-k's whole-pool scoring, perplexity filtering and Quad's scored documents are made of. Before it, the scorer is
 priced from the proxy's training throughput (one hook-scored batch ≈ 1.2 training steps, measured in the influence
-benchmark), a rougher figure that the estimate says it used.
+benchmark), a rougher figure that the estimate says it used. A resumed comparison calibrates on its own finished
+runs: the measured training and evaluation times, and the share of the pool Quad actually scored, replace the
+throughput rules for the runs still to do.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
 
 import numpy as np
 import torch
 
+from quadselect.atomic import read_json
 from quadselect.compare.plan import PlannedRun, run_config
 from quadselect.config import RunConfig
 from quadselect.data.shards import ShardSet, read_rows
@@ -27,7 +29,7 @@ from quadselect.select.method import Need
 from quadselect.select.methods import get_method
 
 SAMPLE_DOCS = 16  # pool documents timed through the scorer and the proxy's forward pass
-QUAD_SCORED_SHARE = 0.15  # Quad scored 4–5% of the demo pool at a 10% budget; priced high, to err long
+QUAD_SCORED_SHARE = 0.05  # Quad scored 4.2% of the demo pool at a 10% budget (until a run here measures it)
 FIXED_PER_RUN_S = 15.0  # decontamination screen read from the cache, model loads, bookkeeping
 
 
@@ -119,6 +121,12 @@ def estimate_plan(base: RunConfig, plan: list[PlannedRun], train_tokens: int, ra
         parts.append(Part("shared upstream stages (prepare … reference)", upstream))
     whole_pool_done: set[Need] = set()
     selected: set[str] = set()
+    measured = _measured(plan)
+    quad_share = float(np.mean(measured["scored_share"])) if measured["scored_share"] else QUAD_SCORED_SHARE
+    if measured["train"] and measured["evaluate"]:
+        train_and_eval = float(np.mean(measured["train"]) + np.mean(measured["evaluate"]))
+    else:
+        train_and_eval = train_tokens / rates.train_tps + eval_tokens / rates.eval_tps + FIXED_PER_RUN_S
     for run in plan:
         config = run_config(base, run, train_tokens)
         runs = RunLayout(run.run_dir)
@@ -130,16 +138,31 @@ def estimate_plan(base: RunConfig, plan: list[PlannedRun], train_tokens: int, ra
             if Need.POOL_LOSSES in needs and Need.POOL_LOSSES not in whole_pool_done:
                 seconds += forward_tokens / rates.forward_tps
             if Need.SCORER in needs:
-                seconds += QUAD_SCORED_SHARE * pool_tokens.size * per_doc_scored / rates.scorer_tps
+                seconds += quad_share * pool_tokens.size * per_doc_scored / rates.scorer_tps
             if Need.TEXTS in needs:
                 seconds += 2 * pool_tokens.sum() / 2e6  # DSIR hashes the pool's n-grams twice (≈ 2M tokens/s)
             whole_pool_done |= needs & {Need.POOL_SCORES, Need.POOL_LOSSES}
             seconds += FIXED_PER_RUN_S
         selected.add(run.variant.label)
         if not runs.evaluate.marker.is_file():
-            seconds += train_tokens / rates.train_tps + eval_tokens / rates.eval_tps + FIXED_PER_RUN_S
+            seconds += train_and_eval
         parts.append(Part(f"{run.variant.label} seed {run.seed}", seconds, str(run.run_dir)))
     return parts
+
+
+def _measured(plan: list[PlannedRun]) -> dict[str, list[float]]:
+    """From the runs of the plan already finished: the train and evaluate stages' wall times, and the share of the
+    pool each on-demand scoring method (Quad) scored."""
+    measured: dict[str, list[float]] = {"train": [], "evaluate": [], "scored_share": []}
+    for run in plan:
+        layout = RunLayout(run.run_dir)
+        for stage in ("train", "evaluate"):
+            if layout.marker(stage).is_file():
+                measured[stage].append(float(read_json(layout.marker(stage))["wall_s"]))
+        if run.variant.method == "quad" and layout.select.marker.is_file():
+            selection = read_json(layout.select.selection)
+            measured["scored_share"].append(selection["docs_scored"] / max(1, selection["pool_docs"]))
+    return measured
 
 
 def _pool_tokens(layout: RunLayout) -> np.ndarray:
@@ -210,7 +233,3 @@ def estimate_table(parts: list[Part], rates: Rates) -> str:
 def accuracy_line(estimated_s: float, measured_s: float) -> str:
     ratio = measured_s / estimated_s if estimated_s else float("nan")
     return f"estimated {estimated_s / 60:.1f} min, took {measured_s / 60:.1f} min (measured / estimated = {ratio:.2f})"
-
-
-def summary_of(parts: list[Part]) -> dict[str, Any]:
-    return {"estimated_s": round(sum(p.seconds for p in parts), 1), "parts": len(parts)}
