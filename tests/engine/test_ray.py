@@ -32,9 +32,10 @@ RAY = {"workers": 2, "cpus_per_worker": 1}
 
 
 def _without_engine(value: Any) -> Any:
-    """A stage marker records which executor ran it; nothing else may differ."""
+    """A stage marker records which executor ran it, and markers and the audit the machine and thread count of the
+    process that ran the models (a Ray worker's own, `ray.threads_per_worker`); nothing else may differ."""
     if isinstance(value, dict):
-        return {k: _without_engine(v) for k, v in value.items() if k != "engine"}
+        return {k: _without_engine(v) for k, v in value.items() if k not in ("engine", "device")}
     if isinstance(value, list):
         return [_without_engine(v) for v in value]
     return value

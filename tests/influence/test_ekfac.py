@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from quadselect.influence import (
-    DEFAULT_INCLUDE,
     EkfacFactors,
     LayerFactors,
     estimate_factor_memory,
@@ -29,17 +29,31 @@ from quadselect.influence.factors import (
     fit_factors_over_units,
 )
 from quadselect.influence.hooks import compute_dtype
-from tests.influence.tiny import autograd_document_grads, padded_batch, tiny_gpt2, tiny_llama
+from tests.influence.tiny import (
+    ARCHITECTURES,
+    SMOLLM2_135M,
+    autograd_document_grads,
+    llama_include,
+    llama_variant,
+    padded_batch,
+    tiny_gpt2,
+    tiny_smollm2,
+)
+
+
+@pytest.fixture(scope="module", params=ARCHITECTURES)
+def arch(request):
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def llama():
-    return tiny_llama()
+def llama(arch):
+    return llama_variant(arch)
 
 
 @pytest.fixture(scope="module")
-def llama_layers(llama):
-    return find_tracked_layers(llama, include=[*DEFAULT_INCLUDE, "model.embed_tokens"])
+def llama_layers(arch, llama):
+    return find_tracked_layers(llama, include=llama_include(arch))
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +81,7 @@ def dense_ihvp(layer, damping: float, mode: str, v: torch.Tensor) -> torch.Tenso
 
 
 @pytest.mark.parametrize("mode,damping", [("relative", 0.1), ("absolute", 1e-3)])
-def test_ihvp_equals_dense_kronecker_reference(factors, mode, damping):
+def test_ihvp_equals_dense_kronecker_reference(arch, factors, mode, damping):
     factors = dataclasses.replace(factors, damping=damping, damping_mode=mode)
     generator = torch.Generator().manual_seed(0)
     grads = {
@@ -82,7 +96,12 @@ def test_ihvp_equals_dense_kronecker_reference(factors, mode, damping):
             dense = dense_ihvp(layer, damping, mode, grads[name][row])
             rel = (fast[name][row] - dense).norm() / dense.norm()
             assert rel < 1e-6, f"{name}: relative error {rel:.2e}"
-    assert kinds == {(True, 2), (False, 2), (False, 3)}, "embedding, full S and per-head S covered"
+    if arch == "llama":
+        assert kinds == {(True, 2), (False, 2), (False, 3)}, "embedding, full S and per-head S covered"
+    else:
+        assert kinds == {(False, 2), (False, 3)}, "full S and per-head S (GQA k/v: fewer heads than q) covered"
+        shapes = {name.rsplit(".", 1)[-1]: tuple(f.q_s.shape) for name, f in factors.layers.items()}
+        assert shapes["q_proj"] == (6, 8, 8) and shapes["k_proj"] == shapes["v_proj"] == (2, 8, 8)
 
 
 def test_eigenvalue_correction_is_mean_squared_rotated_document_gradient(llama, batches):
@@ -178,7 +197,7 @@ def test_per_head_blocks_are_the_diagonal_blocks_of_full_s(llama, llama_layers, 
         diagonal = [full.gradient[name][i : i + h, i : i + h] for i in range(0, spec.d_out, h)]
         torch.testing.assert_close(blocks.gradient[name], torch.stack(diagonal))
         checked += 1
-    assert checked == 6, "q, k, v of both blocks"
+    assert checked == 6, "q, k, v of both blocks (GQA k/v: fewer heads than q)"
 
 
 def test_per_head_variant_matches_full_s_when_s_is_block_diagonal():
@@ -258,3 +277,34 @@ def test_memory_estimate_counts_every_factor():
     assert per_head.per_layer["transformer.h.0.attn.c_attn"] == 8 * (33**2 + 96 * 8 + 96 * 33)
     assert full.total == sum(full.per_layer.values())
     assert full.fit_peak > full.total
+
+
+def test_memory_estimate_counts_rectangular_gqa_projections():
+    """SmolLM2's k/v projections are narrower than q (3 heads' width to 9): every factor is sized by the layer's own
+    d_out, and the real model's 30 blocks (built on the meta device: no weights) give the figure that decides whether
+    its factors fit."""
+    layers = find_tracked_layers(tiny_smollm2())
+    k, q = layers["model.layers.0.self_attn.k_proj"], layers["model.layers.0.self_attn.q_proj"]
+    assert (k.d_in, k.d_out, k.head_dim) == (48, 16, 8) and (q.d_out, q.head_dim) == (48, 8)
+    full = estimate_factor_memory(layers)
+    per_head = estimate_factor_memory(layers, per_head=True)
+    assert full.per_layer["model.layers.0.self_attn.k_proj"] == 4 * (48**2 + 16**2 + 16 * 48)
+    assert per_head.per_layer["model.layers.0.self_attn.k_proj"] == 4 * (48**2 + 16 * 8 + 16 * 48)
+    assert per_head.per_layer["model.layers.0.self_attn.q_proj"] == 4 * (48**2 + 48 * 8 + 48 * 48)
+    assert full.per_layer["model.layers.0.mlp.down_proj"] == 4 * (96**2 + 48**2 + 48 * 96)
+
+    with torch.device("meta"):
+        real = LlamaForCausalLM(LlamaConfig(**SMOLLM2_135M))
+    real_layers = find_tracked_layers(real)
+    assert len(real_layers) == 30 * 7
+    k = real_layers["model.layers.29.self_attn.k_proj"]
+    assert (k.d_in, k.d_out, k.head_dim) == (576, 192, 64)
+    memory = estimate_factor_memory(real_layers, per_head=True)
+    block = {"q": (576, 576), "k": (576, 192), "v": (576, 192), "o": (576, 576)}
+    block |= {"gate": (576, 1536), "up": (576, 1536), "down": (1536, 576)}
+    per_block = 0
+    for name, (d_in, d_out) in block.items():
+        q_s = d_out * 64 if name in "qkv" else d_out**2
+        per_block += 4 * (d_in**2 + q_s + d_out * d_in)
+    assert memory.total == 30 * per_block
+    assert round(memory.total / 1e9, 2) == 1.60, "float32 factors of the whole model, per-head S"

@@ -7,7 +7,7 @@ import torch
 
 from quadselect.influence import DEFAULT_INCLUDE, find_tracked_layers, split_long_documents
 from quadselect.influence.loss import IGNORE_INDEX, next_token_labels, sample_labels
-from tests.influence.tiny import padded_batch, tiny_gpt2, tiny_llama
+from tests.influence.tiny import padded_batch, tiny_gpt2, tiny_llama, tiny_smollm2
 
 
 def test_default_tracks_every_block_projection_of_llama():
@@ -20,6 +20,18 @@ def test_default_tracks_every_block_projection_of_llama():
     assert (q.d_in, q.d_out, q.head_dim) == (32, 32, 8)
     assert (k.d_out, k.head_dim) == (16, 8), "grouped-query k: 2 heads of 8"
     assert o.head_dim is None, "o_proj mixes heads on its input side"
+
+
+def test_default_tracks_smollm2_gqa_projections_and_not_its_tied_embeddings():
+    model = tiny_smollm2()
+    layers = find_tracked_layers(model)
+    assert len(layers) == 2 * 7 and not {"lm_head", "model.embed_tokens"} & set(layers)
+    q, k, v = (layers[f"model.layers.1.self_attn.{p}"] for p in ("q_proj", "k_proj", "v_proj"))
+    assert (q.d_in, q.d_out, q.head_dim) == (48, 48, 8)
+    assert (k.d_in, k.d_out, k.head_dim) == (v.d_in, v.d_out, v.head_dim) == (48, 16, 8), "2 k/v heads for 6 q heads"
+    for tied in ("lm_head", "model.embed_tokens"):
+        with pytest.raises(ValueError, match="tied"):
+            find_tracked_layers(model, include=[tied])
 
 
 def test_default_tracks_gpt2_conv1d_with_bias_column_and_fused_qkv():

@@ -6,16 +6,25 @@ import pytest
 import torch
 
 from quadselect.influence import find_tracked_layers, fit_factors, ihvp, reference_direction
-from tests.influence.tiny import autograd_document_grads, padded_batch, tiny_gpt2
+from tests.influence.tiny import autograd_document_grads, padded_batch, tiny_gpt2, tiny_smollm2
 
 
-@pytest.fixture(scope="module")
-def setup():
-    model = tiny_gpt2()
+def _setup(model):
     layers = find_tracked_layers(model)
     pool = [padded_batch([12, 9, 5, 12], 12, seed=s) for s in range(2)]
     reference = [padded_batch([10, 4, 1], 10, seed=10), padded_batch([7, 10], 10, seed=11)]
     return model, layers, pool, reference
+
+
+@pytest.fixture(scope="module")
+def setup():
+    return _setup(tiny_gpt2())
+
+
+@pytest.fixture(scope="module", params=["gpt2", "smollm2"])
+def each_setup(request):
+    """GPT-2 (Conv1D, biases, fused qkv) and SmolLM2's architecture (GQA k/v, tied embeddings)."""
+    return _setup({"gpt2": tiny_gpt2, "smollm2": tiny_smollm2}[request.param]())
 
 
 def _brute_force_direction(model, layers, reference, transform):
@@ -29,8 +38,8 @@ def _brute_force_direction(model, layers, reference, transform):
 
 
 @pytest.mark.parametrize("preconditioned", [True, False])
-def test_reference_direction_is_mean_of_normalized_preconditioned_gradients(setup, preconditioned):
-    model, layers, pool, reference = setup
+def test_reference_direction_is_mean_of_normalized_preconditioned_gradients(each_setup, preconditioned):
+    model, layers, pool, reference = each_setup
     factors = fit_factors(model, pool, layers) if preconditioned else None
     g_hat = reference_direction(model, reference, layers, factors)
     expected = _brute_force_direction(

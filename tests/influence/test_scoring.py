@@ -12,16 +12,18 @@ from quadselect.influence import (
     find_tracked_layers,
     per_example_gradients,
 )
-from tests.influence.tiny import autograd_document_grads, padded_batch, tiny_gpt2, tiny_llama
+from tests.influence.tiny import autograd_document_grads, padded_batch, tiny_gpt2, tiny_llama, tiny_smollm2
 
 LENGTHS = [16, 9, 2, 13, 1]
 
 
 def _models():
     llama = tiny_llama()
+    smollm2 = tiny_smollm2()
     gpt2 = tiny_gpt2()
     return {
         "llama": (llama, find_tracked_layers(llama, [*DEFAULT_INCLUDE, "model.embed_tokens"])),
+        "smollm2": (smollm2, find_tracked_layers(smollm2)),
         "gpt2": (gpt2, find_tracked_layers(gpt2)),
     }
 
@@ -34,7 +36,7 @@ def _random_direction(layers, seed=0):
     return {name: torch.randn(s.d_out, s.d_in, generator=generator, dtype=torch.float64) for name, s in layers.items()}
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("arch", list(MODELS))
 def test_per_example_gradients_equal_single_document_backward(arch):
     model, layers = MODELS[arch]
     batch = padded_batch(LENGTHS, 16, seed=1)
@@ -45,7 +47,7 @@ def test_per_example_gradients_equal_single_document_backward(arch):
     assert all(p.requires_grad for p in model.parameters()), "parameters unfrozen afterwards"
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("arch", list(MODELS))
 @pytest.mark.parametrize("method", ["ghost", "explicit", "auto"])
 def test_hook_scores_equal_explicit_gradients(arch, method):
     model, layers = MODELS[arch]
@@ -112,7 +114,7 @@ def test_long_documents_average_window_scores_by_targets():
     assert chunked.scores[1].item() == pytest.approx(short.scores[0].item(), rel=1e-9)
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("arch", list(MODELS))
 def test_projected_sketches_are_projections_of_explicit_gradients(arch):
     model, layers = MODELS[arch]
     batch = padded_batch(LENGTHS[:4], 16, seed=7)

@@ -1,8 +1,10 @@
-"""Signs and orderings of influence on a tiny model trained on two token patterns."""
+"""Signs and orderings of influence on a tiny model trained on two token patterns (a Llama, and SmolLM2's tied GQA
+architecture)."""
 
 from __future__ import annotations
 
 import copy
+import functools
 
 import pytest
 import torch
@@ -15,7 +17,7 @@ from quadselect.influence import (
     reference_direction,
 )
 from quadselect.influence.loss import document_losses, next_token_labels
-from tests.influence.tiny import as_batch, ascending, pattern_model, skipping
+from tests.influence.tiny import ARCHITECTURES, as_batch, ascending, pattern_model, skipping
 
 
 def descending(start: int, length: int) -> list[int]:
@@ -23,9 +25,9 @@ def descending(start: int, length: int) -> list[int]:
     return [1 + (start - i) % 31 for i in range(length)]
 
 
-@pytest.fixture(scope="module")
-def setup():
-    model = pattern_model()
+@functools.cache
+def _setup(arch: str):
+    model = pattern_model(arch=arch)
     layers = find_tracked_layers(model)
     pool = [
         as_batch([ascending(s, 16) if s % 2 else skipping(s, 16) for s in range(b, b + 8)]) for b in range(0, 32, 8)
@@ -36,8 +38,9 @@ def setup():
     return model, layers, factors, reference, g_hat
 
 
-def test_near_copy_of_reference_scores_above_unrelated_text(setup):
-    model, layers, _, _, g_hat = setup
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_near_copy_of_reference_scores_above_unrelated_text(arch):
+    model, layers, _, _, g_hat = _setup(arch)
     docs = [ascending(4, 15), skipping(7, 16), skipping(20, 16), descending(9, 16)]
     scores = InfluenceScorer(model, layers, g_hat).score(**as_batch(docs)).scores
     assert scores.argmax() == 0, f"scores {scores.tolist()}"
@@ -67,8 +70,9 @@ def _slope_along_preconditioned_step(model, factors, reference, doc, eta=1e-2) -
     return (losses[0] - losses[1]) / (2 * eta)
 
 
-def test_documents_whose_step_raises_reference_loss_score_negative(setup):
-    model, layers, factors, reference, g_hat = setup
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_documents_whose_step_raises_reference_loss_score_negative(arch):
+    model, layers, factors, reference, g_hat = _setup(arch)
     docs = [ascending(4, 15), skipping(7, 16), descending(9, 16), descending(15, 16)]
     docs += [ascending(5, 6) + skipping(5, 10)]
     scores = InfluenceScorer(model, layers, g_hat).score(**as_batch(docs)).scores

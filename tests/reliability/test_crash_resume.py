@@ -18,9 +18,11 @@ import random
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from quadselect.atomic import read_json
+from quadselect.layout import CACHE_DIR
 from tests.reliability import harness
 from tests.reliability.conftest import STAGES, ReferenceRun, artifact_view, write_config
 
@@ -65,7 +67,11 @@ def _fresh_attempt(ref: ReferenceRun, stage: str) -> tuple[Path, Path]:
 def _check_nothing_partial_is_published(run_dir: Path, ref: ReferenceRun, stage: str, where: str) -> None:
     allowed = {".lock", ".lock-acquire", "config.resolved.yaml", f"{stage}.partial", f"{stage}.old"}
     for entry in run_dir.iterdir():
-        if entry.name in STAGES:
+        if entry.name == CACHE_DIR:  # whole-pool values, one file per shard, each put in place by a rename
+            for path in entry.rglob("*.npy"):
+                assert not path.name.startswith(".tmp-"), f"a partial cache file {path} was published {where}"
+                np.load(path, allow_pickle=False)
+        elif entry.name in STAGES:
             assert artifact_view(entry, run_dir, ref.run_dir) == ref.view(entry.name), (
                 f"{entry.name} published incomplete {where}"
             )

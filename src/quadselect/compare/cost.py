@@ -60,9 +60,5 @@ def selection_cost(config: RunConfig) -> dict[str, Any]:
 
 
 def proxy_parameters(config: RunConfig) -> int:
-    """The proxy's parameter count from its shape (a Llama with tied embeddings): embeddings, per block the four
-    attention projections, the three MLP matrices and two norms, and the final norm."""
-    p = config.proxy
-    h, i = p.hidden_size, p.intermediate_size
-    block = 4 * h * h + 3 * h * i + 2 * h
-    return config.tokenizer.vocab_size * h + p.num_layers * block + h
+    """The proxy's parameter count, as its stage counted it (a built Llama or any loaded checkpoint)."""
+    return int(read_json(RunLayout(config.run_dir).proxy.marker)["summary"]["params"])

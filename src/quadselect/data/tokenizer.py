@@ -7,6 +7,7 @@ on a few tens of MB, and is what GPT-2/Llama-3 style models use.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from quadselect.errors import ConfigError
+from quadselect.proxy.gguf import gguf_path, load_gguf_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,11 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedToke
 
 def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
     """Load a tokenizer; a model without a pad token gets its EOS as pad (right padding is masked anyway). Code shipped
-    with a tokenizer is never run: such a tokenizer is refused (transformers raises ValueError)."""
+    with a tokenizer is never run: such a tokenizer is refused (transformers raises ValueError). A GGUF file or a
+    preset (`smollm2-135m`) gives the tokenizer the file carries, so budgets are counted in a GGUF proxy's tokens."""
+    gguf = gguf_path(name_or_path)
+    if gguf is not None:
+        return load_gguf_tokenizer(gguf)
     try:
         tok = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=False)
     except (OSError, ValueError) as exc:
@@ -61,3 +67,20 @@ def count_tokens(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> li
     if backend is not None:
         return [len(enc.ids) for enc in backend.encode_batch(list(texts), add_special_tokens=False)]
     return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+
+def same_tokenizer(first: PreTrainedTokenizerBase, second: PreTrainedTokenizerBase) -> bool:
+    """Whether two tokenizers are the same: their whole `tokenizers` pipelines (normalizer, pre-tokenizer, model with
+    vocabulary and merges, added tokens, post-processor, decoder) are equal, padding and truncation settings aside.
+    Without a fast backend, the vocabularies are compared."""
+    return _pipeline(first) == _pipeline(second)
+
+
+def _pipeline(tokenizer: PreTrainedTokenizerBase) -> object:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return tokenizer.get_vocab()
+    pipeline = json.loads(backend.to_str())
+    pipeline.pop("padding", None)
+    pipeline.pop("truncation", None)
+    return pipeline

@@ -2,6 +2,8 @@
 
 from quadselect.proxy.model import (
     build_llama,
+    check_vocabulary,
+    has_own_tokenizer,
     load_causal_lm,
     load_proxy,
     load_proxy_skeleton,
@@ -25,9 +27,11 @@ __all__ = [
     "DocBatch",
     "TrainResult",
     "build_llama",
+    "check_vocabulary",
     "encode_documents",
     "encode_texts",
     "evaluate_loss",
+    "has_own_tokenizer",
     "iter_blocks",
     "iter_doc_batches",
     "load_causal_lm",

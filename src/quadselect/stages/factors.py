@@ -12,10 +12,12 @@ import logging
 from typing import Any
 
 import numpy as np
+from torch import nn
 
 from quadselect.config import RunConfig
 from quadselect.data.shards import ShardSet, read_rows
-from quadselect.influence import estimate_factor_memory, find_tracked_layers
+from quadselect.errors import ConfigError
+from quadselect.influence import LayerSpec, estimate_factor_memory, find_tracked_layers
 from quadselect.influence.factors import fit_factors_over_units
 from quadselect.influence.hooks import compute_dtype
 from quadselect.layout import FactorsFiles, PrepareFiles, ProxyFiles
@@ -37,7 +39,7 @@ def run_factors(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.config.factors
     proxy_dir = ProxyFiles(ctx.input("proxy")).model
     model, tokenizer = load_proxy_skeleton(proxy_dir)  # the workers hold the weights
-    layers = find_tracked_layers(model, cfg.include, cfg.exclude)
+    layers = _tracked_layers(model, ctx.config)
     memory = estimate_factor_memory(layers, per_head=cfg.per_head, batch_size=cfg.batch_size)
     log.info(
         "factors: %d tracked layers (%.2fM parameters); factors take %.1f MB, fitting peaks near %.1f MB",
@@ -79,3 +81,18 @@ def run_factors(ctx: StageContext) -> dict[str, Any]:
         "factor_bytes": memory.total,
         "fisher": cfg.fisher,
     }
+
+
+def _tracked_layers(model: nn.Module, config: RunConfig) -> dict[str, LayerSpec]:
+    """The tracked layers, or a configuration error naming the proxy, the keys to change and candidate module names.
+    Checked here, the first stage to use the patterns: reference and scoring use the same ones."""
+    cfg = config.factors
+    try:
+        return find_tracked_layers(model, cfg.include, cfg.exclude)
+    except ValueError as exc:
+        proxy = config.proxy.model or "the built Llama"
+        linear = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+        raise ConfigError(
+            f"factors.include / factors.exclude on proxy {proxy}: {exc}. Change them to patterns of this model's "
+            f"modules; its linear layers are named like {', '.join(linear[:4]) or '(none)'}."
+        ) from None

@@ -1,7 +1,8 @@
 """The `proxy` stage: the causal LM influence is computed on, saved with its tokenizer in the run directory.
 
-Either a `transformers` causal LM loaded from a path or hub name, or (the default) a small Llama built from the config
-and pretrained briefly on a seeded random sample of the pool with the run's tokenizer. Both end as `proxy/model/`.
+Either a `transformers` causal LM loaded from a path, a hub name or a GGUF file, saved with its own tokenizer, or (the
+default) a small Llama built from the config and pretrained briefly on a seeded random sample of the pool with the
+run's tokenizer. Both end as `proxy/model/`.
 """
 
 from __future__ import annotations
@@ -11,17 +12,20 @@ import shutil
 from typing import Any
 
 import numpy as np
+from transformers import PreTrainedTokenizerBase
 
 from quadselect.config import RunConfig
 from quadselect.data.shards import ShardSet, read_rows
-from quadselect.data.tokenizer import load_tokenizer
-from quadselect.errors import ConfigError
+from quadselect.data.tokenizer import load_tokenizer, same_tokenizer
 from quadselect.layout import PrepareFiles, ProxyFiles
 from quadselect.progress import step_callback
 from quadselect.proxy import (
     build_llama,
+    check_vocabulary,
     encode_texts,
+    has_own_tokenizer,
     load_causal_lm,
+    load_tokenizer_for,
     pack_blocks,
     save_proxy,
     special_token_ids,
@@ -42,15 +46,7 @@ def run_proxy(ctx: StageContext) -> dict[str, Any]:
     work = ProxyFiles(ctx.work_dir)
     tokenizer = load_tokenizer(prepared.tokenizer)
     if cfg.model is not None:
-        model = load_causal_lm(cfg.model, trust_remote_code=cfg.trust_remote_code)
-        vocab = model.get_input_embeddings().num_embeddings
-        if len(tokenizer) > vocab:
-            raise ConfigError(
-                f"the run's tokenizer has {len(tokenizer)} tokens but proxy {cfg.model!r} only {vocab}: set "
-                f"tokenizer.path to the proxy's own tokenizer ({cfg.model!r})."
-            )
-        save_proxy(model, tokenizer, work.model)
-        return {"model": cfg.model, "params": _n_params(model), "trained": False}
+        return _pretrained(ctx, tokenizer)
 
     pool = ShardSet(prepared.pool)
     texts = _pretraining_sample(pool, cfg.train_tokens, ctx.seed)
@@ -98,6 +94,29 @@ def run_proxy(ctx: StageContext) -> dict[str, Any]:
         "tokens": result.tokens_seen,
         "final_loss": result.final_loss,
         "tokens_per_s": round(result.tokens_per_s, 1),
+    }
+
+
+def _pretrained(ctx: StageContext, pool_tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+    """A checkpoint as the proxy, saved with its own tokenizer: influence is computed in the tokens the model was
+    trained on, while budgets stay counted in the pool's tokenizer. A checkpoint without a tokenizer (a folder of
+    weights alone) gets the pool's. The summary says whether the two tokenizers are the same."""
+    cfg = ctx.config.proxy
+    name = cfg.model if cfg.gguf_file is None else f"{cfg.model} ({cfg.gguf_file})"
+    model = load_causal_lm(cfg.model, trust_remote_code=cfg.trust_remote_code, gguf_file=cfg.gguf_file)
+    if has_own_tokenizer(cfg.model, cfg.gguf_file):
+        tokenizer = load_tokenizer_for(cfg.model, trust_remote_code=cfg.trust_remote_code, gguf_file=cfg.gguf_file)
+        check_vocabulary(model, tokenizer, f"proxy {name}")
+    else:
+        tokenizer = pool_tokenizer
+        check_vocabulary(model, tokenizer, f"proxy {name} (no tokenizer of its own) with the run's tokenizer")
+    save_proxy(model, tokenizer, ProxyFiles(ctx.work_dir).model)
+    pool_name = ctx.config.tokenizer.path or f"byte-level BPE trained on the pool ({len(pool_tokenizer):,} tokens)"
+    return {
+        "model": cfg.model,
+        "params": _n_params(model),
+        "trained": False,
+        "tokenizer": {"pool": pool_name, "proxy": name, "same": same_tokenizer(tokenizer, pool_tokenizer)},
     }
 
 

@@ -32,19 +32,30 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from quadselect.atomic import atomic_path, read_json, write_json
-from quadselect.audit import config_sha256, package_versions, prepared_fingerprint, selection_sha256
+from quadselect.audit import (
+    config_sha256,
+    package_versions,
+    prepared_fingerprint,
+    safetensors_dtype,
+    selection_sha256,
+    training_precision,
+)
 from quadselect.cluster import load_neighbour_graph
 from quadselect.config import RunConfig, SelectConfig
 from quadselect.data.shards import ShardSet, read_rows
+from quadselect.device import describe_device
 from quadselect.engine import WorkerPool
 from quadselect.errors import ConfigError
+from quadselect.influence.ekfac import FACTORS_FILE
 from quadselect.layout import (
     ARGS_FILE,
     SHARD_INDEX,
     UPSTREAM_OF_SELECT,
     ClusterFiles,
+    FactorsFiles,
     PrepareFiles,
     ProxyFiles,
+    ReferenceFiles,
     SelectFiles,
     StageFiles,
 )
@@ -156,9 +167,21 @@ def run_select(ctx: StageContext) -> dict[str, Any]:
         **selection.summary,
     }
     summary["fraction_scored"] = round(summary["docs_scored"] / max(1, summary["pool_docs"]), 4)
+    summary.update(_tokenizer_note(ctx))
     summary["selection_sha256"] = selection_sha256(manifest["doc_id"].to_pylist())
-    write_json(out.selection, {**summary, "audit": _audit(ctx)})
+    write_json(out.selection, {**summary, "audit": _audit(ctx, needs.scoring)})
     return summary
+
+
+def _tokenizer_note(ctx: StageContext) -> dict[str, Any]:
+    """Whether the pool's tokenizer (budgets, token counts) is the proxy's (influence), with both names. Recorded for
+    a proxy loaded from a checkpoint, which keeps its own tokenizer; a built proxy is trained with the pool's, and
+    nothing is added."""
+    tokenizers = ((stage_status(ctx.run_dir, "proxy") or {}).get("summary") or {}).get("tokenizer")
+    if tokenizers is None:
+        return {}
+    names = {"pool": tokenizers["pool"], "proxy": tokenizers["proxy"]}
+    return {"tokenizer_matches_proxy": tokenizers["same"], "tokenizers": names}
 
 
 def _by_pool_row(
@@ -197,6 +220,7 @@ class _Needs:
         self.cluster_ids, self.cluster_summary = cluster_ids, cluster_summary
         self.method, self.budget = method, budget
         self.pool_scores: np.ndarray | None = None
+        self.scoring: dict[str, Any] | None = None  # the dtype and device the proxy's workers ran in, when used
 
     def build(self, needs: Iterable[Need]) -> dict[str, Any]:
         """The `SelectionInputs` fields of `needs`, built in the order `Need` lists them."""
@@ -229,6 +253,7 @@ class _Needs:
 
     def _scorer(self) -> dict[str, Any]:
         workers = self.stack.enter_context(self.ctx.executor.pool(_scoring_worker(self.ctx)))
+        self.scoring = next(workers.map("precision", [None]))
         batch_size = self.ctx.config.select.score_batch_size
 
         def score(positions: np.ndarray) -> np.ndarray:
@@ -247,7 +272,7 @@ class _Needs:
             "seed": selection_seed(self.ctx) if cfg.select.scorer == "projected" else None,  # the sketch's seed
         }
         key = _cache_key(self.ctx, ("reference",), settings)
-        scores = _whole_pool(self.ctx, self.pool, "pool_scores", key, _scoring_worker(self.ctx), "score")
+        scores, self.scoring = _whole_pool(self.ctx, self.pool, "pool_scores", key, _scoring_worker(self.ctx), "score")
         self.pool_scores = scores.astype(np.float64)  # what the manifest and scored.parquet hold
         return {"pool_scores": self.pool_scores[self.eligible]}
 
@@ -264,7 +289,7 @@ class _Needs:
             "batch_size": self.ctx.config.select.score_batch_size,
         }
         key = _cache_key(self.ctx, ("proxy",), settings)
-        losses = _whole_pool(self.ctx, self.pool, "pool_losses", key, worker, "losses")
+        losses, self.scoring = _whole_pool(self.ctx, self.pool, "pool_losses", key, worker, "losses")
         return {"pool_losses": losses[self.eligible]}
 
     def _texts(self) -> dict[str, Any]:
@@ -320,9 +345,10 @@ class _JsonCheckpoint:
         write_json(self.path, state)
 
 
-def _audit(ctx: StageContext) -> dict[str, Any]:
+def _audit(ctx: StageContext, scoring: dict[str, Any] | None) -> dict[str, Any]:
     """What selection.json records so a selection can be audited later: the config's hash, the fingerprints of the
-    stages it came from, the hashes of the inputs and of the prepared documents, and the package versions."""
+    stages it came from, the hashes of the inputs and of the prepared documents, the package versions, and the
+    precision and machine of every model stage (`scoring`: what this stage's proxy workers reported, if it used any)."""
     prepared = PrepareFiles(ctx.input("prepare"))
     fingerprints = {name: (stage_status(ctx.run_dir, name) or {}).get("fingerprint") for name in UPSTREAM_OF_SELECT}
     return {
@@ -337,6 +363,36 @@ def _audit(ctx: StageContext) -> dict[str, Any]:
             if (prepared.role(role) / SHARD_INDEX).is_file()
         },
         "packages": package_versions(),
+        "precision": _precision(ctx, scoring),
+    }
+
+
+def _precision(ctx: StageContext, scoring: dict[str, Any] | None) -> dict[str, Any]:
+    """Per model stage, what it computed in and the machine it ran on (its marker's `device`; None for a stage
+    finished before markers recorded it): the proxy's training precision (bf16 autocast only where the CPU has native
+    bfloat16) and stored weights, the stored factors and ĝ_R, and this stage's scoring or loss passes (dtype None:
+    the method used no model). What makes two CPUs' selections differ (README, "Reproducible on any CPU")."""
+    proxy = ProxyFiles(ctx.input("proxy"))
+    weights = sorted(proxy.model.glob("*.safetensors"))
+
+    def device(stage: str) -> dict[str, Any] | None:
+        return (stage_status(ctx.run_dir, stage) or {}).get("device")
+
+    return {
+        "proxy": {
+            "training": training_precision(proxy.train_result),
+            "weights": safetensors_dtype(weights[0]) if weights else None,
+            "device": device("proxy"),
+        },
+        "factors": {
+            "dtype": safetensors_dtype(FactorsFiles(ctx.input("factors")).ekfac / FACTORS_FILE),
+            "device": device("factors"),
+        },
+        "reference": {
+            "dtype": safetensors_dtype(ReferenceFiles(ctx.input("reference")).g_hat),
+            "device": device("reference"),
+        },
+        "select": scoring or {"dtype": None, "device": describe_device()},
     }
 
 
@@ -423,14 +479,15 @@ def _through_workers(
 
 def _whole_pool(
     ctx: StageContext, pool: ShardSet, name: str, key: str, worker: Callable[[], Any], method: str
-) -> np.ndarray:
-    """One value per pool document from the workers' `method`, saved shard by shard (`_per_shard`)."""
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """One value per pool document from the workers' `method`, saved shard by shard (`_per_shard`), and the
+    workers' precision (`precision`: the dtype and device their model runs in)."""
     block_docs = ctx.config.select.score_batch_size * BATCHES_PER_TASK
     with ctx.executor.pool(worker) as workers, progress_bar(f"select: {name}", total=pool.num_docs, unit="docs") as bar:
         compute = functools.partial(
             _through_workers, pool, workers=workers, method=method, block_docs=block_docs, bar=bar
         )
-        return _per_shard(ctx, pool, name, key, compute)
+        return _per_shard(ctx, pool, name, key, compute), next(workers.map("precision", [None]))
 
 
 def _reference_and_eval_texts(ctx: StageContext) -> list[str]:

@@ -16,9 +16,11 @@ import torch
 from safetensors.torch import load_file
 
 from quadselect.config import FactorsConfig
+from quadselect.device import describe_device
 from quadselect.embed import embed_texts, load_embedder, write_array
 from quadselect.influence import find_tracked_layers
 from quadselect.influence.factors import Bases, CorrectionSums, CovarianceSums, FactorPasses, Unit
+from quadselect.influence.hooks import compute_dtype
 from quadselect.influence.text_scorer import TextScorer
 from quadselect.layout import RunLayout
 from quadselect.proxy import DocBatch, encode_documents, load_proxy, pad_documents, row_nll
@@ -64,6 +66,11 @@ class FactorWorker:
 
 def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: t.cpu() for name, t in tensors.items()}
+
+
+def _precision(dtype: torch.dtype, device: torch.device) -> dict[str, Any]:
+    """What a worker's model passes compute in (no autocast: every product in ``dtype``) and on, for the audit."""
+    return {"dtype": str(dtype).removeprefix("torch."), "device": describe_device(device)}
 
 
 def load_scorer(
@@ -112,6 +119,11 @@ class ScoringWorker:
     def score(self, texts: list[str]) -> np.ndarray:
         return self.scorer.score_texts(texts)[0]
 
+    def precision(self, _: object = None) -> dict[str, Any]:
+        """The dtype of the hooks' algebra (the proxy's, float32 for half-precision weights) and the device."""
+        model = self.scorer.model
+        return _precision(compute_dtype(model), next(model.parameters()).device)
+
 
 class LossWorker:
     """A worker holding the proxy: each text's mean next-token loss (forward passes only), for the perplexity
@@ -135,6 +147,11 @@ class LossWorker:
 
         out, self.batch_size = map_batches(len(docs), self.batch_size, batch_losses, what="select: perplexity")
         return np.concatenate(out) if out else np.zeros(0)
+
+    def precision(self, _: object = None) -> dict[str, Any]:
+        """The dtype of the forward passes (the proxy's weights') and the device."""
+        weight = next(self.model.parameters())
+        return _precision(weight.dtype, weight.device)
 
 
 class ShardEmbedder:
