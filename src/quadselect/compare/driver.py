@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ def compare(
     methods: list[str] | None = None,
     ablations: list[str] | None = None,
     estimate_only: bool = False,
-    on_estimate: Any = None,
+    on_estimate: Callable[[str], None] | None = None,
     context: dict[str, Any] | None = None,
 ) -> Outcome:
     """Run (or only estimate) the comparison `base.compare` describes on `base`'s data and budget; `methods` /
