@@ -1,4 +1,5 @@
-"""Cosine influence of texts on a reference set: tokenize, batch, score, with a batch size that backs off on OOM.
+"""Cosine influence of texts on a reference set: tokenize, batch, score, with a batch size planned from the free
+memory (`quadselect.influence.batch_memory`) that still backs off on OOM.
 
 The scorers (`InfluenceScorer`, `ProjectedScorer`) take token batches; `TextScorer` is what the Quad loop, top-k and
 `quadselect score` need on top: texts in, one score and one loss per text out, whatever the device's memory.
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from quadselect.influence.batch_memory import ModelShape, planned_batch_size, scoring_bytes_per_document
 from quadselect.influence.layers import LayerSpec
 from quadselect.influence.projection import ProjectedScorer
 from quadselect.influence.scoring import InfluenceScorer
@@ -48,6 +50,11 @@ class TextScorer:
             self.scorer = ProjectedScorer(model, layers, g_hat, seed=seed, max_length=max_length)
         else:
             self.scorer = InfluenceScorer(model, layers, g_hat, max_length=max_length)
+        shape = ModelShape.of(model)
+        if shape is not None:  # windows are scored one after another: a batch holds one window per document
+            per_document = scoring_bytes_per_document(shape, layers, max_length, explicit=method == "hook")
+            device = next(model.parameters()).device
+            self.batch_size = planned_batch_size(batch_size, per_document, device, what="scoring")
 
     def score_texts(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(cosine influence, mean token loss) per text, float64. A batch that runs out of memory is retried in

@@ -16,13 +16,15 @@ from torch import nn
 
 from quadselect.config import RunConfig
 from quadselect.data.shards import ShardSet, read_rows
-from quadselect.errors import ConfigError
+from quadselect.errors import ConfigError, MemoryLimitError
 from quadselect.influence import LayerSpec, estimate_factor_memory, find_tracked_layers
+from quadselect.influence.batch_memory import FittingNeed, fitting_need
 from quadselect.influence.factors import fit_factors_over_units
 from quadselect.influence.hooks import compute_dtype
 from quadselect.layout import FactorsFiles, PrepareFiles, ProxyFiles
 from quadselect.progress import track
 from quadselect.proxy import load_proxy_skeleton, token_batches
+from quadselect.resources import available_memory
 from quadselect.run import StageContext
 from quadselect.stages.workers import BATCHES_PER_TASK, FactorWorker
 
@@ -48,6 +50,12 @@ def run_factors(ctx: StageContext) -> dict[str, Any]:
         memory.total / 2**20,
         memory.fit_peak / 2**20,
     )
+    # Checked before any document is read: with the local executor the workers, their models and their batches share
+    # this process; elsewhere the driver holds only the factors.
+    need = fitting_need(model, layers, memory.fit_peak, batch_size=cfg.batch_size, max_length=cfg.max_length)
+    if not ctx.executor.in_process:
+        need = FittingNeed(factors=need.factors, model=0, batch=0)
+    check_fitting_memory(need, available_memory(), proxy=ctx.config.proxy.model or "the built Llama")
     pool = ShardSet(PrepareFiles(ctx.input("prepare")).pool)
     rows = np.random.default_rng(ctx.seed).permutation(pool.num_docs)[: cfg.sample_docs]
     texts = read_rows(pool, np.sort(rows), ["text"])["text"].to_pylist()
@@ -81,6 +89,21 @@ def run_factors(ctx: StageContext) -> dict[str, Any]:
         "factor_bytes": memory.total,
         "fisher": cfg.fisher,
     }
+
+
+def check_fitting_memory(need: FittingNeed, available: int, *, proxy: str) -> None:
+    """Raise, before hours of fitting, when the factors, the model and a batch cannot fit in the memory available,
+    saying which settings lower which part."""
+    if need.total <= available:
+        return
+    gib = 2**30
+    raise MemoryLimitError(
+        f"factors: fitting EK-FAC on proxy {proxy} needs about {need.total / gib:.1f} GiB (factors and their "
+        f"decomposition {need.factors / gib:.1f} GiB, the model {need.model / gib:.1f} GiB, one batch "
+        f"{need.batch / gib:.1f} GiB) but {available / gib:.1f} GiB is available. Lower factors.batch_size or "
+        "factors.max_length (the batch), set factors.per_head: true or track fewer layers with factors.include / "
+        "factors.exclude (the factors), or use a smaller proxy model."
+    )
 
 
 def _tracked_layers(model: nn.Module, config: RunConfig) -> dict[str, LayerSpec]:

@@ -19,6 +19,7 @@ from quadselect.config import FactorsConfig
 from quadselect.device import describe_device
 from quadselect.embed import embed_texts, load_embedder, write_array
 from quadselect.influence import find_tracked_layers
+from quadselect.influence.batch_memory import ModelShape, forward_bytes_per_document, planned_batch_size
 from quadselect.influence.factors import Bases, CorrectionSums, CovarianceSums, FactorPasses, Unit
 from quadselect.influence.hooks import compute_dtype
 from quadselect.influence.text_scorer import TextScorer
@@ -127,13 +128,17 @@ class ScoringWorker:
 
 class LossWorker:
     """A worker holding the proxy: each text's mean next-token loss (forward passes only), for the perplexity
-    baseline. A batch that runs out of memory is retried in halves, and the smaller size kept."""
+    baseline. The batch size is planned from the free memory (`quadselect.influence.batch_memory`); a batch that
+    still runs out of memory is retried in halves, and the smaller size kept."""
 
     def __init__(self, proxy_dir: str, max_tokens: int, batch_size: int) -> None:
         self.model, self.tokenizer = load_proxy(proxy_dir)
-        self.model.to(worker_device())
+        device = worker_device()
+        self.model.to(device)
         self.max_tokens = max_tokens
-        self.batch_size = batch_size
+        shape = ModelShape.of(self.model)
+        per_document = forward_bytes_per_document(shape, max_tokens) if shape is not None else 0
+        self.batch_size = planned_batch_size(batch_size, per_document, device, what="select: perplexity")
 
     @torch.no_grad()
     def losses(self, texts: list[str]) -> np.ndarray:
