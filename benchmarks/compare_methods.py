@@ -4,6 +4,7 @@ Run by hand, from the repository root:
 
     .venv/bin/python benchmarks/compare_methods.py                 # the full benchmark (prints its time estimate)
     .venv/bin/python benchmarks/compare_methods.py --reuse runs/demo   # same, reusing a finished demo run's stages
+    .venv/bin/python benchmarks/compare_methods.py --recorded benchmarks/comparison.json   # go on from the record
     .venv/bin/python benchmarks/compare_methods.py --quick         # tiny end-to-end check of this script
 
 The demo config with a budget of 10% of the pool's tokens and the evaluation model below is the base run
@@ -11,6 +12,8 @@ The demo config with a budget of 10% of the pool's tokens and the evaluation mod
 and Quad's τ sweep, 3 seeds each, trains a fresh model on every selection and evaluates it (run directories under
 `base/compare/`, resumable by their fingerprints). This script adds what RESULTS.md needs around the comparison's own
 summary: the command, the commit, the machine and the setup, and copies comparison.json and the figure next to it.
+The comparison rewrites its comparison.json after every run; a benchmark longer than one sitting goes on elsewhere
+with `--recorded` pointing at the copy kept from the last (its runs are reused by their fingerprints).
 """
 
 from __future__ import annotations
@@ -140,6 +143,14 @@ def main() -> None:
     parser.add_argument("--budget-fraction", type=float, help="Budget as a fraction of the pool (default 0.1).")
     parser.add_argument("--train-tokens", type=int, help="Training tokens per model (default: 3 passes).")
     parser.add_argument("--reuse", type=Path, help="A finished demo run whose upstream stages are hard-linked.")
+    parser.add_argument(
+        "--recorded",
+        type=Path,
+        action="append",
+        default=[],
+        help="A comparison.json whose runs are reused where their fingerprints match (e.g. benchmarks/comparison.json "
+        "from an earlier sitting); repeatable.",
+    )
     parser.add_argument("--results", type=Path, help="Markdown file to update (default benchmarks/RESULTS.md).")
     parser.add_argument("--estimate-only", action="store_true", help="Print the time estimate and stop.")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's; 1 is faster on a busy machine).")
@@ -167,6 +178,7 @@ def main() -> None:
         base,
         methods=args.methods.split(",") if args.methods else None,
         ablations=None if args.ablations is None else [] if args.ablations == "none" else args.ablations.split(","),
+        recorded=[p.resolve() for p in args.recorded],
         estimate_only=args.estimate_only,
         on_estimate=lambda text: print(f"\n{text}\n", flush=True),
         context={"command": command, "machine": machine(), "commit": args.commit},

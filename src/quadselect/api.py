@@ -6,7 +6,7 @@ stage's result loaded from its artifacts, so a notebook and the CLI always see t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,6 +145,7 @@ def compare(
     seeds: int | None = None,
     train_tokens: int | None = None,
     budget_fraction: float | None = None,
+    recorded: Sequence[str | Path] = (),
     estimate_only: bool = False,
     on_estimate: Callable[[str], None] | None = None,
 ) -> dict[str, Any] | None:
@@ -152,7 +153,9 @@ def compare(
     the keyword arguments override it): every method, Quad's ablations, the mixture curves and Quad's sweep, each
     trained on and evaluated with every seed, in run directories under `<run_dir>/compare/`. Returns the
     comparison document (also written to `<run_dir>/compare/comparison.json`, with summary.md and the figures), or
-    None with `estimate_only`. `on_estimate(text)` receives the plan's time estimate before the long part starts."""
+    None with `estimate_only`. `on_estimate(text)` receives the plan's time estimate before the long part starts.
+    Runs recorded in `recorded` comparison.json files (and in this comparison's own) under the fingerprint their
+    config gives now are reused, not run again."""
     from quadselect.compare.driver import compare as run_comparison
 
     cfg = _config(config)
@@ -167,7 +170,12 @@ def compare(
         data = cfg.model_dump(mode="json")
         cfg = config_from_dict({**data, **_nested(data, overrides)}, base_dir=cfg.run_dir)
     outcome = run_comparison(
-        cfg, methods=methods, ablations=ablations, estimate_only=estimate_only, on_estimate=on_estimate
+        cfg,
+        methods=methods,
+        ablations=ablations,
+        recorded=[Path(p) for p in recorded],
+        estimate_only=estimate_only,
+        on_estimate=on_estimate,
     )
     return outcome.document
 

@@ -358,6 +358,13 @@ def compare(
         int | None, typer.Option(help="Tokens each evaluation model trains on (default: compare.passes × budget).")
     ] = None,
     budget_fraction: Annotated[float | None, typer.Option(help="Budget as a fraction of the pool's tokens.")] = None,
+    recorded: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="An earlier comparison.json whose runs are reused where the fingerprint matches (repeatable): a "
+            "comparison continued after its run directories are gone."
+        ),
+    ] = None,
     estimate_only: Annotated[bool, typer.Option(help="Print the plan and its time estimate, and stop.")] = False,
 ) -> None:
     """Compare selection methods on this run's own pool, reference, eval split and budget: each method, Quad's
@@ -379,8 +386,9 @@ def compare(
             seeds=seeds,
             train_tokens=train_tokens,
             budget_fraction=budget_fraction,
+            recorded=recorded or [],
             estimate_only=estimate_only,
-            on_estimate=lambda text: console.print(text, markup=False, highlight=False),
+            on_estimate=lambda text: console.print(text, markup=False, highlight=False, soft_wrap=True),
         )
     except (QuadselectError, ValueError) as exc:
         _fail(exc)

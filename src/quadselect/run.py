@@ -131,6 +131,17 @@ def fingerprint(stage: Stage, config: RunConfig, upstream: dict[str, str]) -> tu
     return hashlib.sha256(blob).hexdigest()[:16], args
 
 
+def planned_fingerprints(pipeline: Pipeline, config: RunConfig, target: str) -> dict[str, str]:
+    """The fingerprint each stage through `target` will have for `config`, without running anything: a result
+    recorded under the same fingerprint is the result this config would produce (on the same code and input files,
+    which fingerprints do not cover)."""
+    fingerprints: dict[str, str] = {}
+    for name in pipeline.closure(target):
+        stage = pipeline.stages[name]
+        fingerprints[name] = fingerprint(stage, config, {dep: fingerprints[dep] for dep in stage.requires})[0]
+    return fingerprints
+
+
 def stage_status(run_dir: Path, name: str) -> dict[str, Any] | None:
     """The completion marker of a finished stage, or None."""
     marker = RunLayout(run_dir).marker(name)

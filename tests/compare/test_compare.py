@@ -43,22 +43,30 @@ class Killed(RuntimeError):
     pass
 
 
+def _compare_killed_on_run(n: int, config: RunConfig, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Run the comparison until its n-th run finishes training and evaluating, and kill it there (before it is
+    recorded); returns the run directories reached."""
+    real_cost = driver.selection_cost
+    calls: list[Path] = []
+
+    def killed_on_the_nth_run(run_config: RunConfig) -> dict:
+        calls.append(run_config.run_dir)
+        if len(calls) == n:
+            raise Killed("the machine went away")
+        return real_cost(run_config)
+
+    monkeypatch.setattr(driver, "selection_cost", killed_on_the_nth_run)
+    with pytest.raises(Killed):
+        compare(config)
+    return calls
+
+
 def test_compare_runs_the_plan_shares_the_expensive_work_and_resumes_after_a_kill(
     eval_run: RunConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = _with(eval_run, compare=PLAN)
     real_cost = driver.selection_cost
-    calls = []
-
-    def killed_on_the_fourth_run(run_config: RunConfig) -> dict:
-        calls.append(run_config.run_dir)
-        if len(calls) == 4:
-            raise Killed("the machine went away")
-        return real_cost(run_config)
-
-    monkeypatch.setattr(driver, "selection_cost", killed_on_the_fourth_run)
-    with pytest.raises(Killed):
-        compare(config)
+    calls = _compare_killed_on_run(4, config, monkeypatch)
     files = RunLayout(config.run_dir).compare
     finished = [RunLayout(d).evaluate.marker for d in calls[:3]]
     before = [marker.stat().st_mtime_ns for marker in finished]
@@ -103,6 +111,46 @@ def test_compare_runs_the_plan_shares_the_expensive_work_and_resumes_after_a_kil
     walls["evaluate"] = [read_json(m)["wall_s"] for r in plan if (m := RunLayout(r.run_dir).evaluate.marker).is_file()]
     parts = estimate_plan(config, plan, 2_560, Rates(1.0, 1.0, 1.0, 1.0, 1.0, scorer_measured=True))
     assert [p.seconds for p in parts if p.seconds] == pytest.approx([mean(walls["train"]) + mean(walls["evaluate"])])
+
+
+def test_a_comparison_records_each_run_and_goes_on_from_the_records_alone_once_its_run_directories_are_gone(
+    eval_run: RunConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = {**PLAN, "methods": ["random"], "mixtures": [], "seeds": 2}
+    config = _with(eval_run, compare=plan)
+    files = RunLayout(config.run_dir).compare
+    real_cost = driver.selection_cost
+    calls = _compare_killed_on_run(2, config, monkeypatch)
+    partial = read_json(files.comparison)  # written after the first run, before the kill
+    first_metrics = read_json(RunLayout(calls[0]).evaluate.metrics)
+    assert partial["complete"] is False and partial["runs_planned"] == 2
+    [record] = partial["runs"]
+    assert record["fingerprint"] == read_json(RunLayout(calls[0]).evaluate.marker)["fingerprint"]
+    assert record["reference_loss"] == first_metrics["reference_loss"]
+
+    kept = tmp_path / "recorded-comparison.json"
+    shutil.copyfile(files.comparison, kept)
+    shutil.rmtree(files.root)  # every run directory and the comparison's own files are gone
+    monkeypatch.setattr(driver, "selection_cost", real_cost)
+    estimates: list[str] = []
+    outcome = compare(config, recorded=[kept], on_estimate=estimates.append)
+    assert "1 reused from their records" in estimates[0] and "random seed 0" not in estimates[0]
+    assert not files.run_dir("random", 0).exists()  # reused: not run again
+    assert RunLayout(files.run_dir("random", 1)).evaluate.marker.is_file()
+    document = outcome.document
+    assert document is not None and document["complete"] is True
+    assert [r["seed"] for r in document["runs"]] == [0, 1]
+    assert document["runs"][0]["reference_loss"] == first_metrics["reference_loss"]
+    assert document["runs"][0]["stage_wall_s"] == record["stage_wall_s"]  # the measured wall times are kept
+
+    # A record is reused only under the fingerprint the config gives now: another training length reuses nothing.
+    longer: list[str] = []
+    longer_config = _with(config, train={"train_tokens": 3_000})
+    compare(longer_config, recorded=[kept], estimate_only=True, on_estimate=longer.append)
+    assert "reused" not in longer[0]
+    (tmp_path / "not-a-comparison.json").write_text('{"methods": []}')
+    with pytest.raises(ConfigError, match=r"not-a-comparison\.json is not a comparison\.json"):
+        compare(config, recorded=[tmp_path / "not-a-comparison.json"], estimate_only=True)
 
 
 def test_compare_refuses_a_config_without_an_eval_split_or_a_budget_of_the_whole_pool(eval_run: RunConfig) -> None:

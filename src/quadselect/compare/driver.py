@@ -7,6 +7,12 @@ under `<run_dir>/compare/` that hard-links the stages it shares (`runs.link_stag
 whole-pool values (influence scores, proxy losses, contamination flags; `RunLayout.cache`): the pool is scored once
 for top-k and every mixture with it. The stage runner's fingerprints skip what is done, so a killed comparison
 resumes where it stopped and a finished one is only re-summarized.
+
+comparison.json is rewritten after every run, so it always holds what has been measured. A run recorded there, or
+in an earlier comparison.json passed as `recorded`, under the fingerprint its config gives now is reused, not run
+again: a comparison too long for one sitting can go on elsewhere from the records alone, once its run directories
+are gone. Fingerprints cover the config and the input paths, not the code or the files' bytes: reuse records made
+by code that selects, trains and evaluates the same way.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +38,7 @@ from quadselect.errors import ConfigError
 from quadselect.layout import CACHE_DIR, RunLayout
 from quadselect.pipeline import build_pipeline, evaluation_pipeline
 from quadselect.progress import progress_bar
-from quadselect.run import Runner
+from quadselect.run import Runner, planned_fingerprints
 
 log = logging.getLogger(__name__)
 
@@ -54,46 +60,92 @@ def compare(
     *,
     methods: list[str] | None = None,
     ablations: list[str] | None = None,
+    recorded: Sequence[Path] = (),
     estimate_only: bool = False,
     on_estimate: Callable[[str], None] | None = None,
     context: dict[str, Any] | None = None,
 ) -> Outcome:
     """Run (or only estimate) the comparison `base.compare` describes on `base`'s data and budget; `methods` /
-    `ablations` narrow its lists. `on_estimate(text)` receives the plan and its time estimate before anything long
-    runs (the CLI prints it). `context` goes into comparison.json (command, machine, ...)."""
+    `ablations` narrow its lists. Runs recorded in this comparison's comparison.json or in the `recorded` files under
+    the fingerprint their config gives now are reused. `on_estimate(text)` receives the plan and its time estimate
+    before anything long runs (the CLI prints it). `context` goes into comparison.json (command, machine, ...)."""
     _check_eval_split(base)
     started = time.perf_counter()
     Runner(build_pipeline(), base).run("prepare")
     train_tokens = _train_tokens(base)
     plan = build_plan(base, methods, ablations)
+    reused = _reusable_records(base, plan, train_tokens, recorded)
     rates = measure_rates(base)
-    parts = estimate_plan(base, plan, train_tokens, rates)
+    parts = estimate_plan(base, plan, train_tokens, rates, reused)
     if on_estimate is not None:
         on_estimate(
-            f"{len(plan)} runs ({train_tokens:,} training tokens each); time estimate:\n" + estimate_table(parts, rates)
+            f"{len(plan)} runs ({train_tokens:,} training tokens each"
+            + (f"; {len(reused)} reused from their records" if reused else "")
+            + "); time estimate:\n"
+            + estimate_table(parts, rates)
         )
     if estimate_only:
         return Outcome(parts, rates)
 
-    Runner(build_pipeline(), base).run("reference")
-    records = _run_plan(base, plan, train_tokens)
+    if len(reused) < len(plan):
+        Runner(build_pipeline(), base).run("reference")
+    context = {
+        **(context or {}),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "budget_tokens": _budget(base),
+        "train_tokens": train_tokens,
+        "tau_percentile": base.select.tau_percentile,
+        "runs_planned": len(plan),
+    }
+
+    def document(records: list[dict[str, Any]], **final: Any) -> dict[str, Any]:
+        return comparison_document(
+            records, families=base.compare.mixtures, **context, complete=len(records) == len(plan), **final
+        )
+
+    stamp = {"commit": context["commit"]} if "commit" in context else {}  # the code each record was measured on
+    records = _run_plan(base, plan, train_tokens, reused, stamp, lambda done: write_results(base, document(done)))
     wall = time.perf_counter() - started
     estimated = sum(p.seconds for p in parts)
-    document = comparison_document(
+    final = document(
         records,
-        families=base.compare.mixtures,
-        **(context or {}),
-        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        budget_tokens=_budget(base),
-        train_tokens=train_tokens,
         wall_s=round(wall, 1),
         estimated_wall_s=round(estimated, 1),
         estimate_accuracy=accuracy_line(estimated, wall),
-        tau_percentile=base.select.tau_percentile,
     )
-    written = write_results(base, document)
+    written = write_results(base, final)
     log.info("compare: %s; results in %s", accuracy_line(estimated, wall), RunLayout(base.run_dir).compare.root)
-    return Outcome(parts, rates, document, wall, written)
+    return Outcome(parts, rates, final, wall, written)
+
+
+def _reusable_records(
+    base: RunConfig, plan: list[PlannedRun], train_tokens: int, recorded: Sequence[Path]
+) -> dict[Path, dict[str, Any]]:
+    """The planned runs (by run directory) whose fingerprint a record holds: from this comparison's own
+    comparison.json (what an earlier invocation measured, wall times included) and from the `recorded` files."""
+    by_fingerprint: dict[str, dict[str, Any]] = {}
+    own = RunLayout(base.run_dir).compare.comparison
+    for path in [own] if own.is_file() else []:
+        by_fingerprint.update(_records_of(path))
+    for path in recorded:
+        if not Path(path).is_file():
+            raise ConfigError(f"compare: recorded comparison {path} does not exist (pass a comparison.json).")
+        by_fingerprint.update(_records_of(Path(path)))
+    reused = {}
+    for run in plan:
+        fp = planned_fingerprints(evaluation_pipeline(), run_config(base, run, train_tokens), "evaluate")["evaluate"]
+        if fp in by_fingerprint:
+            reused[run.run_dir] = by_fingerprint[fp]
+    return reused
+
+
+def _records_of(path: Path) -> dict[str, dict[str, Any]]:
+    """The fingerprinted run records of a comparison.json (records without a fingerprint cannot be matched)."""
+    try:
+        runs = read_json(path)["runs"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"compare: {path} is not a comparison.json (no readable 'runs' list: {exc}).") from exc
+    return {r["fingerprint"]: r for r in runs if isinstance(r, dict) and r.get("fingerprint")}
 
 
 def write_results(base: RunConfig, document: dict[str, Any]) -> list[Path]:
@@ -118,40 +170,66 @@ def write_results(base: RunConfig, document: dict[str, Any]) -> list[Path]:
     return [files.comparison, files.summary, *(p for p, _, _ in plots)]
 
 
-def _run_plan(base: RunConfig, plan: list[PlannedRun], train_tokens: int) -> list[dict[str, Any]]:
-    """Every planned run through evaluate, in order. The first seed of a variant shares the base run's stages; its
-    later seeds share the first seed's (its whole selection, when the method ignores the seed)."""
+def _run_plan(
+    base: RunConfig,
+    plan: list[PlannedRun],
+    train_tokens: int,
+    reused: dict[Path, dict[str, Any]],
+    stamp: dict[str, Any],
+    on_record: Callable[[list[dict[str, Any]]], Any],
+) -> list[dict[str, Any]]:
+    """Every planned run through evaluate, in order, or its record when `reused` holds one; each run made now is
+    stamped with `stamp`, and `on_record(records)` is called after each. The first seed of a variant shares the
+    base run's stages; its later seeds share the first seed's (its whole selection, when the method ignores the
+    seed)."""
     records = []
     first: dict[str, Path] = {}
     with progress_bar("compare", total=len(plan), unit="runs") as bar:
         for run in plan:
-            config = run_config(base, run, train_tokens)
-            source = first.setdefault(run.variant.label, run.run_dir)
-            link_stages(base.run_dir if source == run.run_dir else source, run.run_dir)
-            _share_cache(base.run_dir, run.run_dir)
-            start = time.perf_counter()
-            results = Runner(evaluation_pipeline(), config).run("evaluate")
-            _share_cache(run.run_dir, base.run_dir)  # what this run computed, for the runs after it
-            record = run_record(run.run_dir, label=run.variant.label, seed=run.seed, ablation=run.variant.ablation)
-            record.update(
-                family=run.variant.family,
-                position=run.variant.position,
-                stage_wall_s={r.name: r.wall_s for r in results if not r.skipped},
-                cost=selection_cost(config),
-            )
+            if run.run_dir in reused:
+                record = {**reused[run.run_dir], "label": run.variant.label, "seed": run.seed}
+                log.info(
+                    "compare: %s seed %d reused from its record (%s)",
+                    run.variant.label,
+                    run.seed,
+                    record.get("finished") or "finish time unknown",
+                )
+            else:
+                record = {**_run_one(base, run, train_tokens, first), **stamp}
             records.append(record)
-            ran = ", ".join(f"{r.name} {r.wall_s:.0f}s" for r in results if not r.skipped) or "nothing (done)"
-            log.info(
-                "compare: %s seed %d in %.0f s (%s): reference BPB %s, general BPB %s",
-                run.variant.label,
-                run.seed,
-                time.perf_counter() - start,
-                ran,
-                _fmt(record.get("reference_bpb")),
-                _fmt(record.get("general_bpb")),
-            )
+            on_record(records)
             bar.update(1)
     return records
+
+
+def _run_one(base: RunConfig, run: PlannedRun, train_tokens: int, first: dict[str, Path]) -> dict[str, Any]:
+    config = run_config(base, run, train_tokens)
+    source = first.setdefault(run.variant.label, run.run_dir)
+    if source != run.run_dir:
+        link_stages(source, run.run_dir)  # the first seed's selection, when this method ignores the seed
+    link_stages(base.run_dir, run.run_dir)
+    _share_cache(base.run_dir, run.run_dir)
+    start = time.perf_counter()
+    results = Runner(evaluation_pipeline(), config).run("evaluate")
+    _share_cache(run.run_dir, base.run_dir)  # what this run computed, for the runs after it
+    record = run_record(run.run_dir, label=run.variant.label, seed=run.seed, ablation=run.variant.ablation)
+    record.update(
+        family=run.variant.family,
+        position=run.variant.position,
+        stage_wall_s={r.name: r.wall_s for r in results if not r.skipped},
+        cost=selection_cost(config),
+    )
+    ran = ", ".join(f"{r.name} {r.wall_s:.0f}s" for r in results if not r.skipped) or "nothing (done)"
+    log.info(
+        "compare: %s seed %d in %.0f s (%s): reference BPB %s, general BPB %s",
+        run.variant.label,
+        run.seed,
+        time.perf_counter() - start,
+        ran,
+        _fmt(record.get("reference_bpb")),
+        _fmt(record.get("general_bpb")),
+    )
+    return record
 
 
 def _share_cache(source: Path, dest: Path) -> None:

@@ -6,14 +6,17 @@ proxy's forward pass are timed on a sample of real pool documents (their lengths
 top-k's whole-pool scoring, perplexity filtering and Quad's scored documents are made of. Before it, the scorer is
 priced from the proxy's training throughput (one hook-scored batch ≈ 1.2 training steps, measured in the influence
 benchmark), a rougher figure that the estimate says it used. A resumed comparison calibrates on its own finished
-runs: the measured training and evaluation times, and the share of the pool Quad actually scored, replace the
-throughput rules for the runs still to do.
+runs and on the records it reuses: the measured training and evaluation times, and the share of the pool Quad
+actually scored, replace the throughput rules for the runs still to do; a reused run costs nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -100,8 +103,16 @@ def _measured_scoring(base: RunConfig) -> tuple[float, float]:
     return scorer_tps, forward_tps
 
 
-def estimate_plan(base: RunConfig, plan: list[PlannedRun], train_tokens: int, rates: Rates) -> list[Part]:
-    """Seconds per part of the plan; parts already finished (a resumed comparison) cost nothing."""
+def estimate_plan(
+    base: RunConfig,
+    plan: list[PlannedRun],
+    train_tokens: int,
+    rates: Rates,
+    reused: Mapping[Path, dict[str, Any]] | None = None,
+) -> list[Part]:
+    """Seconds per part of the plan; parts already finished (a resumed comparison) or `reused` from their records
+    (by run directory) cost nothing."""
+    reused = reused or {}
     layout = RunLayout(base.run_dir)
     pool_tokens = _pool_tokens(layout)
     cap = base.factors.max_length
@@ -110,7 +121,7 @@ def estimate_plan(base: RunConfig, plan: list[PlannedRun], train_tokens: int, ra
     per_doc_scored = scored_tokens / pool_tokens.size
     eval_tokens = _eval_tokens(layout, base)
     parts: list[Part] = []
-    if not layout.reference.marker.is_file():
+    if not layout.reference.marker.is_file() and any(run.run_dir not in reused for run in plan):
         p = base.proxy
         upstream = (
             30.0
@@ -121,13 +132,16 @@ def estimate_plan(base: RunConfig, plan: list[PlannedRun], train_tokens: int, ra
         parts.append(Part("shared upstream stages (prepare … reference)", upstream))
     whole_pool_done: set[Need] = set()
     selected: set[str] = set()
-    measured = _measured(plan)
+    measured = _measured(plan, reused)
     quad_share = float(np.mean(measured["scored_share"])) if measured["scored_share"] else QUAD_SCORED_SHARE
     if measured["train"] and measured["evaluate"]:
         train_and_eval = float(np.mean(measured["train"]) + np.mean(measured["evaluate"]))
     else:
         train_and_eval = train_tokens / rates.train_tps + eval_tokens / rates.eval_tps + FIXED_PER_RUN_S
     for run in plan:
+        if run.run_dir in reused:
+            parts.append(Part(f"{run.variant.label} seed {run.seed}", 0.0, str(run.run_dir)))
+            continue
         config = run_config(base, run, train_tokens)
         runs = RunLayout(run.run_dir)
         seconds = 0.0
@@ -150,11 +164,17 @@ def estimate_plan(base: RunConfig, plan: list[PlannedRun], train_tokens: int, ra
     return parts
 
 
-def _measured(plan: list[PlannedRun]) -> dict[str, list[float]]:
-    """From the runs of the plan already finished: the train and evaluate stages' wall times, and the share of the
-    pool each on-demand scoring method (Quad) scored."""
+def _measured(plan: list[PlannedRun], reused: Mapping[Path, dict[str, Any]]) -> dict[str, list[float]]:
+    """From the runs of the plan already finished or reused: the train and evaluate stages' wall times, and the
+    share of the pool each on-demand scoring method (Quad) scored."""
     measured: dict[str, list[float]] = {"train": [], "evaluate": [], "scored_share": []}
+    for record in reused.values():
+        for stage in ("train", "evaluate"):
+            if stage in record.get("stage_wall_s", {}):
+                measured[stage].append(float(record["stage_wall_s"][stage]))
     for run in plan:
+        if run.run_dir in reused:
+            continue
         layout = RunLayout(run.run_dir)
         for stage in ("train", "evaluate"):
             if layout.marker(stage).is_file():

@@ -82,8 +82,9 @@ class PlannedRun:
 def build_plan(
     base: RunConfig, methods: list[str] | None = None, ablations: list[str] | None = None
 ) -> list[PlannedRun]:
-    """Every (variant, seed) of `base.compare`, in the order they run: the methods, Quad's ablations, then the
-    curve points (mixtures, Quad's sweep), whose endpoints the methods already ran. `methods` / `ablations` narrow
+    """Every (variant, seed) of `base.compare`, in the order they run: the methods, then the curve points
+    (mixtures, Quad's sweep), whose endpoints the methods already ran and whose whole-pool scores they reuse, then
+    Quad's ablations: a comparison cut short has answered the main question first. `methods` / `ablations` narrow
     the configured lists. A quad sweep setting equal to the configured τ percentile is Quad itself, not run twice."""
     cfg = base.compare
     for name in methods or []:
@@ -92,14 +93,15 @@ def build_plan(
     if unknown:
         raise ValueError(f"unknown Quad ablation(s) {unknown}: the ablations are {', '.join(ABLATION_OVERRIDES)}")
     variants = [method_variant(m) for m in (methods if methods is not None else cfg.methods)]
-    variants += [ablation_variant(a) for a in (ablations if ablations is not None else cfg.ablations)]
     curves = [mixture_variant(f, share) for f in cfg.mixtures for share in cfg.mixture_fractions]
     if QUAD in [v.method for v in variants]:
         curves += [sweep_variant(p) for p in cfg.quad_sweep if p != base.select.tau_percentile]
+    variants_after = [ablation_variant(a) for a in (ablations if ablations is not None else cfg.ablations)]
     layout = RunLayout(base.run_dir).compare
     curve_seeds = cfg.curve_seeds or cfg.seeds
     plan = [PlannedRun(v, s, layout.run_dir(v.label, s)) for v in variants for s in range(cfg.seeds)]
     plan += [PlannedRun(v, s, layout.run_dir(v.label, s)) for v in curves for s in range(curve_seeds)]
+    plan += [PlannedRun(v, s, layout.run_dir(v.label, s)) for v in variants_after for s in range(cfg.seeds)]
     return plan
 
 

@@ -44,9 +44,11 @@ def run_variant(config: RunConfig, share_from: Path, target: str = "evaluate") -
 
 def run_record(run_dir: Path, *, label: str, seed: int, ablation: str | None = None) -> dict[str, Any]:
     """One evaluated run as `aggregate` takes it: its `evaluate/metrics.json` plus the label it is compared under
-    (e.g. `quad` or `quad:mlp_only`), its seed, and what it selected."""
+    (e.g. `quad` or `quad:mlp_only`), its seed, what it selected, and its evaluate stage's fingerprint and finish
+    time (what lets a later comparison reuse the record instead of the run)."""
     layout = RunLayout(run_dir)
     selection = read_json(layout.export.selection)
+    marker = read_json(layout.marker("evaluate"))
     return {
         **read_json(layout.evaluate.metrics),
         "label": label,
@@ -56,4 +58,7 @@ def run_record(run_dir: Path, *, label: str, seed: int, ablation: str | None = N
         "tokens_selected": selection["tokens_selected"],
         "tokens_by_source": selection["tokens_by_source"],
         "run_dir": str(run_dir),
+        "fingerprint": marker["fingerprint"],
+        "finished": marker.get("finished"),
+        "quadselect_version": marker.get("quadselect_version"),
     }
