@@ -78,6 +78,12 @@ def base_config(args: argparse.Namespace) -> RunConfig:
         data["train"]["train_tokens"] = args.train_tokens
     if args.seeds:
         data["compare"]["seeds"] = args.seeds
+    for key in ("mixtures", "quad_sweep"):  # the plan narrowed from the command line (other scripts leave it)
+        value = getattr(args, key, None)
+        if value is not None:
+            data["compare"][key] = (
+                [] if value == "none" else [v if key == "mixtures" else float(v) for v in value.split(",")]
+            )
     return config_from_dict(data, base_dir=ROOT)
 
 
@@ -95,20 +101,32 @@ def machine() -> str:
     )
 
 
-def setup_text(args: argparse.Namespace, base: RunConfig, document: dict[str, Any], load: tuple[str, str]) -> str:
+def progress_line(document: dict[str, Any]) -> str:
+    """The measured-vs-estimated wall time of a finished comparison, or how far an unfinished one got."""
+    if document.get("estimate_accuracy"):
+        return document["estimate_accuracy"]
+    return f"not finished: {len(document['runs'])} of the {document['runs_planned']} planned runs measured"
+
+
+def setup_text(
+    args: argparse.Namespace, base: RunConfig, document: dict[str, Any], load: tuple[str, str] | None
+) -> str:
     """Command, commit, machine, wall time against the estimate, and what was trained and measured."""
     pool = read_json(RunLayout(base.run_dir).prepare.marker)["summary"]["roles"]["pool"]
     runs = document["runs"]
     first = runs[0]
     spent = {s: sum(r["stage_wall_s"].get(s, 0.0) for r in runs) for s in ("select", "train", "evaluate")}
+    commits = sorted({r.get("commit") or document.get("commit", "?") for r in runs})
     t, ev = base.train, base.evaluate
     return "\n".join(
         [
             f"`{document['command']}` — {time.strftime('%Y-%m-%d')}, commit `{args.commit}`.",
-            f"Machine: {document['machine']}; load average (1 min) {load[0]} at the start, {load[1]} at the end.",
-            f"Wall time: {document['estimate_accuracy']}. Of the stages run this time: selections "
+            f"Machine: {document['machine']}"
+            + (f"; load average (1 min) {load[0]} at the start, {load[1]} at the end." if load else "."),
+            f"Wall time: {progress_line(document)}. Stage wall times summed over the runs: selections "
             f"{spent['select'] / 60:.1f} min, training {spent['train'] / 60:.1f} min, evaluation "
-            f"{spent['evaluate'] / 60:.1f} min (runs finished by an earlier invocation were reused, not repeated).",
+            f"{spent['evaluate'] / 60:.1f} min (runs recorded by an earlier invocation count with their own times; "
+            f"measured on commit{'s' if len(commits) > 1 else ''} {', '.join(f'`{c}`' for c in commits)}).",
             "",
             f"Demo pool: {pool['docs']:,} documents, {pool['tokens']:,} tokens; budget {args.budget_fraction:.0%} of "
             f"its tokens ({document['budget_tokens']:,}). Each selection trains a fresh Llama of "
@@ -140,6 +158,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, help="Seeds per method (default 3; quick 1).")
     parser.add_argument("--methods", help="Comma-separated methods (default: all).")
     parser.add_argument("--ablations", help="Comma-separated Quad ablations or 'none' (default: all).")
+    parser.add_argument("--mixtures", help="Comma-separated mixture families 'a+b' or 'none' (default: all).")
+    parser.add_argument("--quad-sweep", help="Comma-separated τ percentiles of Quad's sweep or 'none' (default: all).")
     parser.add_argument("--budget-fraction", type=float, help="Budget as a fraction of the pool (default 0.1).")
     parser.add_argument("--train-tokens", type=int, help="Training tokens per model (default: 3 passes).")
     parser.add_argument("--reuse", type=Path, help="A finished demo run whose upstream stages are hard-linked.")
@@ -153,6 +173,12 @@ def main() -> None:
     )
     parser.add_argument("--results", type=Path, help="Markdown file to update (default benchmarks/RESULTS.md).")
     parser.add_argument("--estimate-only", action="store_true", help="Print the time estimate and stop.")
+    parser.add_argument(
+        "--record-only",
+        action="store_true",
+        help="Run nothing: record in RESULTS.md what the comparison's comparison.json holds (an unfinished one "
+        "says how far it got).",
+    )
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's; 1 is faster on a busy machine).")
     args = parser.parse_args()
     args.commit = os.popen(f"git -C {ROOT} rev-parse --short HEAD").read().strip() or "unknown"  # the code that runs
@@ -174,27 +200,30 @@ def main() -> None:
     if args.reuse:
         link_stages(args.reuse.resolve(), base.run_dir, UPSTREAM_OF_SELECT)
     command = ("python benchmarks/compare_methods.py " + " ".join(sys.argv[1:])).strip()
-    outcome = compare(
-        base,
-        methods=args.methods.split(",") if args.methods else None,
-        ablations=None if args.ablations is None else [] if args.ablations == "none" else args.ablations.split(","),
-        recorded=[p.resolve() for p in args.recorded],
-        estimate_only=args.estimate_only,
-        on_estimate=lambda text: print(f"\n{text}\n", flush=True),
-        context={"command": command, "machine": machine(), "commit": args.commit},
-    )
-    if outcome.document is None:
-        return
-    document = outcome.document
     files = RunLayout(base.run_dir).compare
+    if args.record_only:
+        document = read_json(files.comparison)  # what the comparison had measured when it stopped
+    else:
+        outcome = compare(
+            base,
+            methods=args.methods.split(",") if args.methods else None,
+            ablations=None if args.ablations is None else [] if args.ablations == "none" else args.ablations.split(","),
+            recorded=[p.resolve() for p in args.recorded],
+            estimate_only=args.estimate_only,
+            on_estimate=lambda text: print(f"\n{text}\n", flush=True),
+            context={"command": command, "machine": machine(), "commit": args.commit},
+        )
+        if outcome.document is None:
+            return
+        document = outcome.document
     plot_name = "compare_methods_quick.png" if args.quick else "compare_methods.png"
     args.results.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(files.plot("tradeoff"), args.results.parent / plot_name)
     write_json(args.results.parent / "comparison.json", document)
-    load = (load_start, f"{os.getloadavg()[0]:.1f}")
+    load = None if args.record_only else (load_start, f"{os.getloadavg()[0]:.1f}")
     body = setup_text(args, base, document, load) + "\n\n" + summary_markdown(document, plot_name=plot_name)
     update_section(args.results, HEADING + (" — quick check of the script" if args.quick else ""), body)
-    print(f"\n{document['estimate_accuracy']}. Results: {args.results}")
+    print(f"\n{progress_line(document)}. Results: {args.results}")
 
 
 if __name__ == "__main__":
