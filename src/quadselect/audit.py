@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from quadselect.config import RunConfig, SourceSpec
+from quadselect.data import storage
 
 PACKAGES = (
     "quadselect",
@@ -57,9 +58,13 @@ def _files_sha256(files: Iterable[Path], root: Path) -> tuple[str, int, int]:
 
 
 def source_fingerprint(spec: SourceSpec) -> dict[str, Any]:
-    """The content hash of a local input (a file, or every file under a folder); hub data is named, not hashed."""
+    """The content hash of a local input (a file, or every file under a folder); hub data is named, not hashed; an
+    input in object storage is fingerprinted by its files' names, sizes and the store's own content tags (S3's
+    ETag, ...), not read a second time."""
     if spec.path is None:
         return {"hub": spec.hub, "hub_config": spec.hub_config, "split": spec.split, "sha256": None}
+    if isinstance(spec.path, str):
+        return remote_fingerprint(spec.path)
     if spec.path.is_dir():
         files = sorted(p for p in spec.path.rglob("*") if p.is_file())
         sha, count, size = _files_sha256(files, spec.path)
@@ -127,3 +132,15 @@ def package_versions() -> dict[str, str | None]:
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
     return versions
+
+
+def remote_fingerprint(url: str) -> dict[str, Any]:
+    """One hash over (name under `url`, size, content tag) of each file of an object-storage input."""
+    files = storage.list_files(url, ("",)) if storage.is_dir(url) else [url]
+    digest = hashlib.sha256()
+    size = 0
+    for file in files:
+        info = storage.file_info(file)
+        digest.update(f"{file.removeprefix(url)}\0{info['size']}\0{info['tag']}\n".encode())
+        size += info["size"]
+    return {"path": url, "files": len(files), "bytes": size, "sha256": None, "tags_sha256": digest.hexdigest()}

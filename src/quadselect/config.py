@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
     SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
@@ -27,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from quadselect.data.storage import check_url, is_url, redact_url_credentials, url_name
 from quadselect.errors import ConfigError
 from quadselect.select.methods import METHODS, get_method, mix
 from quadselect.select.quad import QuadKnobs
@@ -60,11 +62,29 @@ InputPath = Annotated[Path, AfterValidator(functools.partial(_against_config, mu
 """A `ConfigPath` that must exist when the config is loaded: something the run reads."""
 
 
+def _input_location(value: Any, info: ValidationInfo) -> Path | str:
+    """A URL of an fsspec filesystem, kept as written (checked when read: the store may need credentials the
+    machine validating the config lacks), or else an `InputPath`."""
+    if isinstance(value, str) and is_url(value):
+        return check_url(value)
+    if not isinstance(value, str | Path):
+        raise ValueError(f"expected a local path or a URL (s3://..., gs://...), got {type(value).__name__}")
+    return _against_config(Path(value), info, must_exist=True)
+
+
+InputLocation = Annotated[Path | str, PlainValidator(_input_location)]
+"""An input: a local `InputPath`, or the URL of a file or folder in object storage (`quadselect.data.storage`)."""
+
+
 class SourceSpec(_Strict):
     """One input: a local file/directory (JSONL, .jsonl.gz, .jsonl.zst, Parquet, a saved `datasets` dataset) or a
     Hugging Face hub dataset read with streaming."""
 
-    path: InputPath | None = Field(None, description="Local file or directory (relative to the config file).")
+    path: InputLocation | None = Field(
+        None,
+        description="Local file or directory (relative to the config file), or the URL of one in object storage "
+        "(s3://, gs://, az://, hf://: any fsspec filesystem).",
+    )
     hub: str | None = Field(None, description="Hugging Face hub dataset name, read with streaming.")
     hub_config: str | None = Field(None, description="Hub dataset configuration name, if any.")
     split: str = Field("train", description="Split to read for hub datasets and DatasetDicts on disk.")
@@ -90,7 +110,7 @@ class SourceSpec(_Strict):
             return self.source
         if self.hub:
             return self.hub.replace("/", "_")
-        name = self.path.name if self.path else "input"
+        name = "input" if self.path is None else url_name(self.path) if isinstance(self.path, str) else self.path.name
         for suffix in (".gz", ".zst", ".jsonl", ".json", ".parquet"):
             name = name.removesuffix(suffix)
         return name
@@ -671,7 +691,8 @@ class RunConfig(_Strict):
         back as input on the next run."""
         for role in ("pool", "reference", "eval"):
             for spec in getattr(self.data, role):
-                if spec.path is not None and spec.path.is_dir() and self.run_dir.is_relative_to(spec.path):
+                local = isinstance(spec.path, Path) and spec.path.is_dir()
+                if local and self.run_dir.is_relative_to(spec.path):
                     raise ValueError(
                         f"run_dir {self.run_dir} is inside the {role} input folder {spec.path}: the run's own files "
                         "would be read as input. Put run_dir outside the data folders."
@@ -729,9 +750,10 @@ def format_validation_error(exc: ValidationError, origin: str) -> str:
 
 
 def _short(value: Any) -> str:
+    """The value as shown in an error: bounded, and with any credentials written into a URL masked."""
     short = reprlib.Repr()
     short.maxstring = short.maxother = 200
-    return short.repr(value)
+    return redact_url_credentials(short.repr(value))
 
 
 def resolved_yaml(config: RunConfig) -> str:

@@ -8,6 +8,7 @@ without being read into memory whole (`max_line_bytes`).
 from __future__ import annotations
 
 import codecs
+import contextlib
 import gzip
 import io
 import json
@@ -22,6 +23,7 @@ import pyarrow.parquet as pq
 import zstandard
 
 from quadselect.config import SourceSpec
+from quadselect.data import storage
 from quadselect.data.problems import Problem
 from quadselect.errors import InputDataError
 
@@ -54,12 +56,18 @@ def get_field(record: dict[str, Any], dotted: str) -> Any:
     return value
 
 
-def detect_format(path: Path) -> str:
-    if path.is_dir():
+def detect_format(path: Path | str) -> str:
+    """The format of a local path or an object-storage URL (a URL naming a folder is a `directory`)."""
+    if isinstance(path, str):
+        if storage.is_dir(path):
+            return "directory"
+        name = storage.url_name(path).lower()
+    elif path.is_dir():
         if any((path / marker).exists() for marker in HF_DISK_MARKERS):
             return "hf_disk"
         return "directory"
-    name = path.name.lower()
+    else:
+        name = path.name.lower()
     if name.endswith(JSONL_SUFFIXES):
         return "jsonl"
     if name.endswith(PARQUET_SUFFIXES):
@@ -79,7 +87,11 @@ def iter_source(spec: SourceSpec, *, max_line_bytes: int, bad_utf8: str) -> Iter
     fmt = spec.format if spec.format != "auto" else detect_format(spec.path)
     if fmt == "directory":
         suffixes = JSONL_SUFFIXES + PARQUET_SUFFIXES
-        files = sorted(p for p in spec.path.rglob("*") if p.is_file() and p.name.lower().endswith(suffixes))
+        files: list[Path] | list[str]
+        if isinstance(spec.path, str):
+            files = storage.list_files(spec.path, suffixes)
+        else:
+            files = sorted(p for p in spec.path.rglob("*") if p.is_file() and p.name.lower().endswith(suffixes))
         if not files:
             raise InputDataError(f"{spec.path}: the directory holds no .jsonl[.gz|.zst] or .parquet files.")
         for file in files:
@@ -89,26 +101,35 @@ def iter_source(spec: SourceSpec, *, max_line_bytes: int, bad_utf8: str) -> Iter
 
 
 def _iter_file(
-    path: Path, fmt: str, spec: SourceSpec, max_line_bytes: int, bad_utf8: str
+    path: Path | str, fmt: str, spec: SourceSpec, max_line_bytes: int, bad_utf8: str
 ) -> Iterator[RawRecord | Problem]:
     log.info("reading %s (%s)", path, fmt)
     if fmt == "jsonl":
         yield from iter_jsonl(path, max_line_bytes=max_line_bytes, bad_utf8=bad_utf8)
     elif fmt == "parquet":
         yield from iter_parquet(path, spec)
-    elif fmt == "hf_disk":
+    elif fmt == "hf_disk" and isinstance(path, Path):
         yield from _iter_hf_disk(path, spec)
     else:
         raise InputDataError(f"{path}: format {fmt!r} is not readable here.")
 
 
-def _open_binary(path: Path) -> BinaryIO:
-    name = path.name.lower()
-    if name.endswith(".gz"):
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    if name.endswith(".zst"):
-        return io.BufferedReader(_ZstdRaw(open(path, "rb")))
-    return open(path, "rb")
+@contextlib.contextmanager
+def _open_binary(path: Path | str) -> Iterator[BinaryIO]:
+    """A local file or an object-storage URL, decompressed by its suffix (.gz, .zst); closed on exit."""
+    with contextlib.ExitStack() as stack:
+        if isinstance(path, str):
+            # fsspec's files read in blocks but have no readline(size): a buffered reader gives the bounded lines.
+            raw = stack.enter_context(io.BufferedReader(stack.enter_context(storage.open_binary(path))))
+        else:
+            raw = stack.enter_context(open(path, "rb"))
+        name = str(path).lower()
+        if name.endswith(".gz"):
+            yield stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))  # type: ignore[misc]
+        elif name.endswith(".zst"):
+            yield stack.enter_context(io.BufferedReader(_ZstdRaw(raw)))  # type: ignore[misc]
+        else:
+            yield raw
 
 
 class _ZstdRaw(io.RawIOBase):
@@ -176,7 +197,7 @@ def _bounded_lines(fh: BinaryIO, max_line_bytes: int) -> Iterator[tuple[int, byt
         yield line_no, chunk
 
 
-def iter_jsonl(path: Path, *, max_line_bytes: int, bad_utf8: str = "skip") -> Iterator[RawRecord | Problem]:
+def iter_jsonl(path: Path | str, *, max_line_bytes: int, bad_utf8: str = "skip") -> Iterator[RawRecord | Problem]:
     """Records of a JSONL file (plain, gzip or zstd); bad lines become `Problem`s and reading goes on."""
     name = str(path)
     line_no = 0
@@ -222,17 +243,23 @@ def _json_error(exc: Exception) -> str:
     return str(exc)[:120]
 
 
-def iter_parquet(path: Path, spec: SourceSpec) -> Iterator[RawRecord | Problem]:
-    """Records of a Parquet file, read one row batch at a time; `line` is the 1-based row number."""
-    try:
-        pf = pq.ParquetFile(path)
-    except Exception as exc:  # pyarrow raises several exception types for unreadable files
-        # Like a truncated .gz: reported, and the other files of the source are still read.
-        yield Problem("corrupt_file", str(path), None, f"not a readable Parquet file: {exc}")
-        return
+def iter_parquet(path: Path | str, spec: SourceSpec) -> Iterator[RawRecord | Problem]:
+    """Records of a Parquet file (local, or in object storage: read by ranges, not downloaded whole), one row batch
+    at a time; `line` is the 1-based row number."""
+    with contextlib.ExitStack() as stack:
+        source = stack.enter_context(storage.open_binary(path)) if isinstance(path, str) else path
+        try:
+            pf = pq.ParquetFile(source)
+        except Exception as exc:  # pyarrow raises several exception types for unreadable files
+            # Like a truncated .gz: reported, and the other files of the source are still read.
+            yield Problem("corrupt_file", str(path), None, f"not a readable Parquet file: {exc}")
+            return
+        yield from _parquet_records(pf, str(path), spec)
+
+
+def _parquet_records(pf: pq.ParquetFile, path: str, spec: SourceSpec) -> Iterator[RawRecord | Problem]:
     columns = pf.schema_arrow.names
-    wanted = _wanted_columns(spec)
-    top_level = {name.split(".")[0] for name in wanted}
+    top_level = {field.split(".")[0] for field in _wanted_columns(spec)}
     if spec.text_field.split(".")[0] not in columns:
         raise InputDataError(
             f"{path}: no column {spec.text_field!r} (columns: {', '.join(columns)}). "
@@ -243,9 +270,9 @@ def iter_parquet(path: Path, spec: SourceSpec) -> Iterator[RawRecord | Problem]:
         for batch in pf.iter_batches(batch_size=_BATCH_ROWS, columns=[c for c in columns if c in top_level]):
             for record in batch.to_pylist():
                 row += 1
-                yield RawRecord(str(path), row, record)
+                yield RawRecord(path, row, record)
     except Exception as exc:
-        yield Problem("corrupt_file", str(path), row + 1, f"{type(exc).__name__}: {exc}")
+        yield Problem("corrupt_file", path, row + 1, f"{type(exc).__name__}: {exc}")
 
 
 def _wanted_columns(spec: SourceSpec) -> list[str]:
