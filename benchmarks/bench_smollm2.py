@@ -53,12 +53,12 @@ HEADING = "## SmolLM2-135M as the proxy: influence speed (issue 17)"
 REFERENCE_DOCS = 8
 
 
-def tiny_model() -> torch.nn.Module:
+def tiny_model(vocab_size: int = 512) -> LlamaForCausalLM:
     """SmolLM2's architecture at toy size (GQA 4:2 with an explicit head_dim, tied embeddings, RMSNorm, rotary): the
     same code paths in seconds."""
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=512,
+        vocab_size=vocab_size,
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
