@@ -25,7 +25,6 @@ import os
 import platform
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +119,7 @@ def setup_text(
     t, ev = base.train, base.evaluate
     return "\n".join(
         [
-            f"`{document['command']}` — {time.strftime('%Y-%m-%d')}, commit `{args.commit}`.",
+            f"`{document['command']}` — started {document['created'][:10]}, commit `{document['commit']}`.",
             f"Machine: {document['machine']}"
             + (f"; load average (1 min) {load[0]} at the start, {load[1]} at the end." if load else "."),
             f"Wall time: {progress_line(document)}. Stage wall times summed over the runs: selections "
