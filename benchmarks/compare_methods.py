@@ -44,14 +44,33 @@ ROOT = Path(__file__).resolve().parent.parent
 # The evaluation model and data. It trains for `compare.passes` = 3 passes over the budget: measured on the demo
 # (benchmarks/eval_model_sweep.py), a doubling of its tokens took it further below the unigram floor than a 3.7x
 # larger model trained as long, and 3 passes is the most whose 30 method and ablation runs fit the 3-hour budget on
-# two idle cores (estimated 2.5 h; 4 passes ≈ 3.0 h).
+# two idle cores (estimated 2.5 h; 4 passes ≈ 3.0 h). Both models train in float32 (`bf16: false`): bf16 autocast
+# is used only on CPUs with AVX-512, so with it runs measured on one kind of machine and resumed on another would be
+# compared across precisions (the comparison refuses to reuse such records); float32 carries over to any CPU.
+FLOAT32 = {"proxy": {"bf16": False}, "train": {"bf16": False}}
 FULL = {
-    "train": {"hidden_size": 128, "num_layers": 2, "num_heads": 4, "intermediate_size": 384, "seq_len": 256},
+    "proxy": FLOAT32["proxy"],
+    "train": {
+        **FLOAT32["train"],
+        "hidden_size": 128,
+        "num_layers": 2,
+        "num_heads": 4,
+        "intermediate_size": 384,
+        "seq_len": 256,
+    },
     "evaluate": {"max_docs_per_source": 64, "max_tokens_per_doc": 256},
     "compare": {"passes": 3.0},
 }
 QUICK = {
-    "train": {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 128, "seq_len": 128},
+    "proxy": FLOAT32["proxy"],
+    "train": {
+        **FLOAT32["train"],
+        "hidden_size": 64,
+        "num_layers": 2,
+        "num_heads": 2,
+        "intermediate_size": 128,
+        "seq_len": 128,
+    },
     "evaluate": {"max_docs_per_source": 12, "max_tokens_per_doc": 256},
     "compare": {
         "methods": ["quad", "random", "cluster_balanced", "dsir"],
@@ -71,7 +90,7 @@ def base_config(args: argparse.Namespace) -> RunConfig:
     sizes = QUICK if args.quick else FULL
     data = demo_config_dict(args.work_dir / "base")
     data["select"] = {**data.get("select", {}), "budget_fraction": args.budget_fraction}
-    for section in ("train", "evaluate", "compare"):
+    for section in ("proxy", "train", "evaluate", "compare"):
         data[section] = {**data.get(section, {}), **sizes[section]}
     if args.train_tokens:
         data["train"]["train_tokens"] = args.train_tokens

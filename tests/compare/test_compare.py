@@ -11,7 +11,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from quadselect.atomic import read_json
+from quadselect.atomic import read_json, write_json
 from quadselect.cli import app
 from quadselect.compare import driver
 from quadselect.compare.driver import compare
@@ -127,6 +127,8 @@ def test_a_comparison_records_each_run_and_goes_on_from_the_records_alone_once_i
     [record] = partial["runs"]
     assert record["fingerprint"] == read_json(RunLayout(calls[0]).evaluate.marker)["fingerprint"]
     assert record["reference_loss"] == first_metrics["reference_loss"]
+    trained_bf16 = read_json(RunLayout(calls[0]).train.train_result)["args"]["bf16_autocast"]
+    assert record["precision"]["evaluation"] == ("bf16 autocast" if trained_bf16 else "float32")
 
     kept = tmp_path / "recorded-comparison.json"
     shutil.copyfile(files.comparison, kept)
@@ -148,6 +150,14 @@ def test_a_comparison_records_each_run_and_goes_on_from_the_records_alone_once_i
     longer_config = _with(config, train={"train_tokens": 3_000})
     compare(longer_config, recorded=[kept], estimate_only=True, on_estimate=longer.append)
     assert "reused" not in longer[0]
+    # Nor is a record whose evaluation model trained in another precision (made on another kind of CPU).
+    other_cpu = tmp_path / "other-cpu-comparison.json"
+    flipped = {"float32": "bf16 autocast", "bf16 autocast": "float32"}[record["precision"]["evaluation"]]
+    write_json(other_cpu, {"runs": [{**record, "precision": {**record["precision"], "evaluation": flipped}}]})
+    shutil.rmtree(files.root)
+    elsewhere: list[str] = []
+    compare(config, recorded=[other_cpu], estimate_only=True, on_estimate=elsewhere.append)
+    assert "reused" not in elsewhere[0] and "random seed 0" in elsewhere[0]
     (tmp_path / "not-a-comparison.json").write_text('{"methods": []}')
     with pytest.raises(ConfigError, match=r"not-a-comparison\.json is not a comparison\.json"):
         compare(config, recorded=[tmp_path / "not-a-comparison.json"], estimate_only=True)

@@ -12,7 +12,8 @@ comparison.json is rewritten after every run, so it always holds what has been m
 in an earlier comparison.json passed as `recorded`, under the fingerprint its config gives now is reused, not run
 again: a comparison too long for one sitting can go on elsewhere from the records alone, once its run directories
 are gone. Fingerprints cover the config and the input paths, not the code or the files' bytes: reuse records made
-by code that selects, trains and evaluates the same way.
+by code that selects, trains and evaluates the same way, and only where its models trained in the precision they
+would train in here (`runs.planned_precision`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from quadselect.compare.estimate import Part, Rates, accuracy_line, estimate_pla
 from quadselect.compare.plan import PlannedRun, build_plan, run_config
 from quadselect.compare.plot import plot_tradeoff
 from quadselect.compare.results import comparison_document, front_axes, is_main
-from quadselect.compare.runs import link_stages, run_record
+from quadselect.compare.runs import link_stages, planned_precision, run_record
 from quadselect.compare.summary import summary_markdown
 from quadselect.config import RunConfig
 from quadselect.errors import ConfigError
@@ -121,8 +122,10 @@ def compare(
 def _reusable_records(
     base: RunConfig, plan: list[PlannedRun], train_tokens: int, recorded: Sequence[Path]
 ) -> dict[Path, dict[str, Any]]:
-    """The planned runs (by run directory) whose fingerprint a record holds: from this comparison's own
-    comparison.json (what an earlier invocation measured, wall times included) and from the `recorded` files."""
+    """The planned runs (by run directory) whose fingerprint a record holds, with the precision this machine would
+    train in: from this comparison's own comparison.json (what an earlier invocation measured, wall times included)
+    and from the `recorded` files. A record whose models trained in another precision (bf16 autocast on an AVX-512
+    CPU, float32 here) is run again rather than compared with runs made here."""
     by_fingerprint: dict[str, dict[str, Any]] = {}
     own = RunLayout(base.run_dir).compare.comparison
     for path in [own] if own.is_file() else []:
@@ -131,11 +134,25 @@ def _reusable_records(
         if not Path(path).is_file():
             raise ConfigError(f"compare: recorded comparison {path} does not exist (pass a comparison.json).")
         by_fingerprint.update(_records_of(Path(path)))
-    reused = {}
+    reused, other_precision = {}, []
     for run in plan:
-        fp = planned_fingerprints(evaluation_pipeline(), run_config(base, run, train_tokens), "evaluate")["evaluate"]
-        if fp in by_fingerprint:
-            reused[run.run_dir] = by_fingerprint[fp]
+        config = run_config(base, run, train_tokens)
+        record = by_fingerprint.get(planned_fingerprints(evaluation_pipeline(), config, "evaluate")["evaluate"])
+        if record is None:
+            continue
+        if record.get("precision") == planned_precision(config):
+            reused[run.run_dir] = record
+        else:
+            other_precision.append(f"{record.get('label')} seed {record.get('seed')}")
+    if other_precision:
+        log.warning(
+            "compare: %d recorded runs match by fingerprint but trained in another precision than this machine "
+            "would (%s; here: %s); they run again. Set proxy.bf16 and train.bf16 to false for records that carry "
+            "over between kinds of CPU.",
+            len(other_precision),
+            ", ".join(other_precision[:4]) + (" …" if len(other_precision) > 4 else ""),
+            planned_precision(base),
+        )
     return reused
 
 

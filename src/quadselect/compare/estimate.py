@@ -25,6 +25,7 @@ from quadselect.atomic import read_json
 from quadselect.compare.plan import PlannedRun, run_config
 from quadselect.config import RunConfig
 from quadselect.data.shards import ShardSet, read_rows
+from quadselect.device import native_bf16
 from quadselect.evaluate.train import build_model
 from quadselect.layout import RunLayout
 from quadselect.proxy import build_llama, evaluate_loss, train_causal_lm
@@ -125,7 +126,7 @@ def estimate_plan(
         p = base.proxy
         upstream = (
             30.0
-            + p.train_tokens / (rates.proxy_train_tps * (1.5 if p.bf16 else 1.0))
+            + p.train_tokens / (rates.proxy_train_tps * (1.5 if p.bf16 and native_bf16("cpu") else 1.0))
             + 3 * base.factors.sample_docs * cap / rates.proxy_train_tps
             + 2 * 350 * cap * base.factors.max_windows / rates.proxy_train_tps
         )

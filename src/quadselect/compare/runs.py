@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from quadselect.atomic import read_json
+from quadselect.audit import training_precision
 from quadselect.config import RunConfig
+from quadselect.device import native_bf16
 from quadselect.layout import THROUGH_EXPORT, RunLayout
 from quadselect.pipeline import evaluation_pipeline
 from quadselect.run import Runner, StageResult
@@ -44,8 +46,8 @@ def run_variant(config: RunConfig, share_from: Path, target: str = "evaluate") -
 
 def run_record(run_dir: Path, *, label: str, seed: int, ablation: str | None = None) -> dict[str, Any]:
     """One evaluated run as `aggregate` takes it: its `evaluate/metrics.json` plus the label it is compared under
-    (e.g. `quad` or `quad:mlp_only`), its seed, what it selected, and its evaluate stage's fingerprint and finish
-    time (what lets a later comparison reuse the record instead of the run)."""
+    (e.g. `quad` or `quad:mlp_only`), its seed, what it selected, its evaluate stage's fingerprint and finish time,
+    and the precision its models trained in (what lets a later comparison reuse the record instead of the run)."""
     layout = RunLayout(run_dir)
     selection = read_json(layout.export.selection)
     marker = read_json(layout.marker("evaluate"))
@@ -61,4 +63,23 @@ def run_record(run_dir: Path, *, label: str, seed: int, ablation: str | None = N
         "fingerprint": marker["fingerprint"],
         "finished": marker.get("finished"),
         "quadselect_version": marker.get("quadselect_version"),
+        "precision": {
+            "proxy": training_precision(layout.proxy.train_result),
+            "evaluation": training_precision(layout.train.train_result),
+        },
+    }
+
+
+def planned_precision(config: RunConfig) -> dict[str, str | None]:
+    """The precision this machine trains `config`'s models in, as `run_record` reads it back afterwards: a bf16
+    request gives bf16 autocast only on a CPU with native bfloat16, float32 elsewhere (and the proxy is not trained at
+    all when it is loaded). Fingerprints hold the request, not the outcome, so a record made on another kind of CPU
+    matches a run's fingerprint here while its models were trained differently."""
+
+    def precision(bf16: bool) -> str:
+        return "bf16 autocast" if bf16 and native_bf16("cpu") else "float32"
+
+    return {
+        "proxy": precision(config.proxy.bf16) if config.proxy.builds_llama else None,
+        "evaluation": precision(config.train.bf16),
     }
