@@ -15,8 +15,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from quadselect.atomic import read_json
+from quadselect.atomic import read_json, write_bytes
 from quadselect.config import RunConfig, config_from_dict, load_config
+from quadselect.data.storage import is_url
 from quadselect.layout import CONFIG_FILE, RunLayout
 from quadselect.pipeline import build_pipeline, evaluation_pipeline
 from quadselect.report.artifacts import RunArtifacts
@@ -96,6 +97,8 @@ def run_config(run_dir_or_config: str | Path, overrides: dict[str, Any] | None =
     The one place a path naming a run is resolved, so every CLI command and API function accepts either."""
     from quadselect.errors import ConfigError, RunDirError
 
+    if is_url(str(run_dir_or_config)):
+        return load_config(_stored_config(str(run_dir_or_config)), overrides)
     path = Path(run_dir_or_config)
     if path.is_dir():
         path = RunLayout(path).config
@@ -110,6 +113,27 @@ def run_config(run_dir_or_config: str | Path, overrides: dict[str, Any] | None =
             "run) or the run's YAML config file."
         )
     return load_config(path, overrides)
+
+
+def _stored_config(url: str) -> Path:
+    """The resolved config of a run kept in object storage, downloaded into this machine's working copy."""
+    from quadselect.data.storage import check_url, explained, filesystem
+    from quadselect.errors import RunDirError
+    from quadselect.run_store import working_copy
+
+    url = check_url(url).rstrip("/")
+    fs, path = filesystem(f"{url}/{CONFIG_FILE}")
+    with explained(f"{url}/{CONFIG_FILE}"):
+        if not fs.exists(path):
+            raise RunDirError(
+                f"{url} is not a run directory (no {CONFIG_FILE}): run `quadselect run CONFIG` with run_dir: {url} "
+                "first, or pass the config file."
+            )
+        text = fs.cat_file(path)
+    local = RunLayout(working_copy(url)).config
+    local.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes(local, text)
+    return local
 
 
 def report_artifacts(run: RunConfig | str | Path) -> RunArtifacts:

@@ -86,10 +86,11 @@ def prepared_fingerprint(directory: Path) -> dict[str, Any]:
 
 
 def config_sha256(config: RunConfig) -> str:
-    """The hash of the resolved config (defaults filled in, paths absolute) without `run_dir` and without where and
-    how it ran (`engine`, `ray`, `threads`): the same settings run in another directory, on a Ray cluster or with
-    another thread count hash the same (the audit's `precision` section records the machine and threads)."""
-    blob = json.dumps(config.model_dump(mode="json", exclude={"run_dir", "engine", "ray", "threads"}), sort_keys=True)
+    """The hash of the resolved config (defaults filled in, paths absolute) without where and how it ran (`run_dir`,
+    `run_store`, `engine`, `ray`, `threads`): the same settings run in another directory or store, on a Ray cluster or
+    with another thread count hash the same (the audit's `precision` section records the machine and threads)."""
+    where = {"run_dir", "run_store", "engine", "ray", "threads"}
+    blob = json.dumps(config.model_dump(mode="json", exclude=where), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

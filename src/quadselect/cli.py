@@ -45,7 +45,11 @@ console = Console()
 _state = {"debug": False}
 
 RunArg = Annotated[
-    Path, typer.Argument(metavar="RUN", help="The run: its YAML config file, or its run directory (once started).")
+    str,
+    typer.Argument(
+        metavar="RUN",
+        help="The run: its YAML config file, or its run directory (once started; a URL when kept in object storage).",
+    ),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Re-run the stage even if its artifacts are up to date.")]
 EngineOpt = Annotated[
@@ -87,14 +91,15 @@ def _fail(exc: BaseException) -> None:
     raise typer.Exit(code=2)
 
 
-def _run_dir(run: Path) -> Path:
-    """The run directory of a command's RUN argument: the directory itself, or the run_dir of a config file."""
+def _run_dir(run: str) -> Path:
+    """The run directory of a command's RUN argument: the directory itself, or the run_dir of a config file (the
+    working copy of a run kept in object storage)."""
     from quadselect.api import run_config
 
-    return run if run.is_dir() else run_config(run).run_dir
+    return Path(run) if Path(run).is_dir() else run_config(run).run_dir
 
 
-def _run(run: Path, target: str | None, force: tuple[str, ...], engine: str | None = None) -> None:
+def _run(run: str, target: str | None, force: tuple[str, ...], engine: str | None = None) -> None:
     from quadselect.api import run_config, run_pipeline
     from quadselect.display import SHOW
     from quadselect.pipeline import build_pipeline
@@ -168,13 +173,17 @@ def demo(
 @app.command()
 def status(run: RunArg) -> None:
     """Show which stages of a run are done, with their timings and the arguments that differ from the defaults."""
+    from quadselect.api import run_config
     from quadselect.layout import MARKER, RunLayout
     from quadselect.pipeline import build_pipeline
     from quadselect.report.artifacts import format_args
     from quadselect.run import stage_status
+    from quadselect.run_store import RunStore
 
     try:
         run_dir = _run_dir(run)
+        store_url = run_config(run).run_store if (run_dir / "config.resolved.yaml").is_file() else None
+        store = RunStore(store_url) if store_url else None
     except QuadselectError as exc:
         _fail(exc)
         return
@@ -189,18 +198,22 @@ def status(run: RunArg) -> None:
     layout = RunLayout(run_dir)
     names = list(build_pipeline().stages)
     extra = sorted(p.parent.name for p in run_dir.glob(f"*/{MARKER}") if p.parent.name not in names)
-    table = Table(title=str(run_dir))
+    table = Table(title=f"{run_dir} (working copy of {store_url})" if store_url else str(run_dir))
     for col in ("stage", "state", "wall time", "finished", "arguments (non-default)"):
         table.add_column(col, overflow="fold")
     total = 0.0
     for name in names + extra:
         done = stage_status(run_dir, name)
+        in_store = False
+        if done is None and store is not None:  # finished in the store, not downloaded here
+            done = store.marker(name)
+            in_store = done is not None
         if done is not None:
             total += done["wall_s"]
             args = format_args(done.get("args", {}).get("args", {}), sep="\n")
             finished = done["finished"][:19].replace("T", " ")
             engine = done.get("engine", "local")
-            state = "done" if engine == "local" else f"done on {engine}"
+            state = ("done" if engine == "local" else f"done on {engine}") + (" (in the store)" if in_store else "")
             table.add_row(name, state, f"{done['wall_s']:.1f}s", finished, args)
         elif layout.partial_dir(name).exists():
             table.add_row(name, "partial (will resume)", "", "", "")

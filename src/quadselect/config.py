@@ -647,7 +647,18 @@ class CompareConfig(_Strict):
 class RunConfig(_Strict):
     """A whole run. Sections for stages are added as the stages exist."""
 
-    run_dir: ConfigPath = Field(..., description="Where every artifact of the run is written (relative to the config).")
+    run_dir: ConfigPath = Field(
+        ...,
+        description="Where every artifact of the run is written (relative to the config), or the URL of a folder in "
+        "object storage (s3://, gs://, az://: any fsspec filesystem): then run_store holds the URL and run_dir this "
+        "machine's working copy.",
+    )
+    run_store: str | None = Field(
+        None,
+        description="The object-store URL the run directory is kept in, set by giving run_dir a URL: each finished "
+        "stage is uploaded there (its marker last) and a run on any machine resumes from it (README, 'Run directories "
+        "in object storage').",
+    )
     seed: int = Field(0, ge=0, description="The seed from which every random choice in the run derives.")
     data: DataConfig
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
@@ -675,14 +686,41 @@ class RunConfig(_Strict):
     )
     ray: RayConfig = Field(default_factory=RayConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _run_dir_in_a_store(cls, data: Any) -> Any:
+        """`run_dir: s3://...` keeps the run in the store (`run_store`) and computes in this machine's working copy
+        of it, which follows from the URL alone: a resolved config written on another machine works here too."""
+        if not isinstance(data, dict):
+            return data
+        if is_url(data.get("run_dir")):
+            data = {**data, "run_store": data["run_dir"]}
+        if is_url(data.get("run_store")):
+            from quadselect.run_store import working_copy
+
+            url = check_url(data["run_store"])
+            try:
+                data = {**data, "run_store": url, "run_dir": str(working_copy(url))}
+            except ValueError as exc:
+                raise ValueError(f"run_dir: {exc}") from None
+        return data
+
+    @field_validator("run_store")
+    @classmethod
+    def _store_url(cls, value: str | None) -> str | None:
+        if value is not None and not is_url(value):
+            raise ValueError(f"run_store must be a URL (s3://bucket/path, ...), got {value!r}; set run_dir to it")
+        return None if value is None else check_url(value)
+
     @model_serializer(mode="wrap")
     def _threads_only_when_set(self, dump: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """`threads` is left out of dumps while null: the resolved config of every config written before the key
-        existed stays as it was. Like `engine`, it is in no stage's arguments (it changes float rounding only, as
-        the machine does, and the audit records both)."""
+        """`threads` and `run_store` are left out of dumps while null: the resolved config of every config written
+        before the keys existed stays as it was. Like `engine`, `threads` is in no stage's arguments (it changes float
+        rounding only, as the machine does, and the audit records both)."""
         data = dump(self)
-        if self.threads is None:
-            data.pop("threads", None)
+        for key in ("threads", "run_store"):
+            if getattr(self, key) is None:
+                data.pop(key, None)
         return data
 
     @model_validator(mode="after")

@@ -36,6 +36,7 @@ from quadselect.errors import DiskFullError, RunDirError
 from quadselect.layout import ARGS_FILE, RunLayout, StageFiles
 from quadselect.lock import run_dir_lock
 from quadselect.resources import is_disk_full
+from quadselect.run_store import RunStore
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,8 @@ class Runner:
         self.layout = RunLayout(config.run_dir)
         self._fingerprints: dict[str, str] = {}
         self._executor = executor
+        self.store = RunStore(config.run_store) if config.run_store else None
+        self._in_store: dict[str, dict[str, Any]] = {}  # stages finished in the store under today's fingerprint
 
     def run(self, target: str | None = None, *, force: tuple[str, ...] = ()) -> list[StageResult]:
         """Run `target` and its dependencies (default: every stage), in order. A forced stage re-runs, and so does
@@ -174,6 +177,9 @@ class Runner:
             try:
                 remove_temporaries(self.run_dir, recursive=False)
                 write_text(self.layout.config, resolved_yaml(self.config))
+                if self.store is not None:
+                    self.store.put_text(self.layout.config.name, self.layout.config)
+                    self._sync_from_store(names, forced)
                 for current in names:
                     results.append(self._run_stage(self.pipeline.stages[current], executor, force=current in forced))
             except Exception as exc:
@@ -184,6 +190,29 @@ class Runner:
                 if self._executor is None:
                     executor.close()
         return results
+
+    def _sync_from_store(self, names: list[str], forced: set[str]) -> None:
+        """Note which stages the store holds finished under the fingerprint they have now, and download those a stage
+        that must run reads (directly or not); the others stay in the store only."""
+        assert self.store is not None
+        planned: dict[str, str] = {}
+        for name in names:
+            stage = self.pipeline.stages[name]
+            planned[name] = fingerprint(stage, self.config, {dep: planned[dep] for dep in stage.requires})[0]
+        for name in names:
+            marker = self.store.marker(name)
+            if marker is not None and marker.get("fingerprint") == planned[name]:
+                self._in_store[name] = marker
+
+        def here(name: str) -> bool:
+            done = stage_status(self.run_dir, name)
+            return done is not None and done.get("fingerprint") == planned[name]
+
+        to_run = [n for n in names if n in forced or not (here(n) or n in self._in_store)]
+        needed = {dep for n in to_run for dep in self.pipeline.closure(n) if dep != n}
+        for name in names:
+            if name in needed and name not in forced and name in self._in_store and not here(name):
+                self.store.pull(name, self.layout)
 
     def _disk_full_message(self, stage: str | None, exc: BaseException) -> str:
         """Which stage hit a full disk, and that the previous result is untouched: a stage only ever writes into its
@@ -222,13 +251,19 @@ class Runner:
         if done is not None and done.get("fingerprint") == fp and not force:
             log.info("%s: up to date, skipped (%s)", stage.name, final)
             self._fingerprints[stage.name] = fp
+            self._upload_if_missing(stage.name, final)
             return StageResult(stage.name, True, done.get("summary", {}), 0.0, final)
+        if stage.name in self._in_store and not force:
+            log.info("%s: up to date in %s, skipped", stage.name, self.config.run_store)
+            self._fingerprints[stage.name] = fp
+            return StageResult(stage.name, True, self._in_store[stage.name].get("summary", {}), 0.0, final)
 
         marker_in_work = StageFiles(work).marker
         if marker_in_work.is_file() and read_json(marker_in_work).get("fingerprint") == fp and not force:
             # Killed between finishing and publishing: publish now.
             publish_directory(work, final, old)
             self._fingerprints[stage.name] = fp
+            self._upload_if_missing(stage.name, final)
             summary = read_json(self.layout.marker(stage.name)).get("summary", {})
             return StageResult(stage.name, True, summary, 0.0, final)
 
@@ -261,7 +296,14 @@ class Runner:
         publish_directory(work, final, old)
         self._fingerprints[stage.name] = fp
         log.info("%s: done in %.1fs", stage.name, wall)
+        if self.store is not None:
+            self.store.push(stage.name, final)
         return StageResult(stage.name, False, summary, wall, final)
+
+    def _upload_if_missing(self, name: str, final: Path) -> None:
+        """Upload a stage finished here but not in the store (a run killed between publishing and uploading)."""
+        if self.store is not None and name not in self._in_store:
+            self.store.push(name, final)
 
     @staticmethod
     def _prepare_work_dir(work: Path, fp: str, args: dict[str, Any], *, force: bool) -> None:

@@ -3,6 +3,7 @@ the same prepared documents as from the same files on disk, and clear errors for
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 from collections.abc import Iterator
@@ -14,12 +15,16 @@ import pyarrow.parquet as pq
 import pytest
 import s3fs
 from moto.server import ThreadedMotoServer
+from typer.testing import CliRunner
 
-from quadselect.api import run_pipeline
-from quadselect.config import load_config
+from quadselect import pipeline as pipeline_module
+from quadselect.api import run_config, run_pipeline
+from quadselect.cli import app
+from quadselect.config import RunConfig, load_config
 from quadselect.data.shards import ShardSet
-from quadselect.errors import ConfigError, InputDataError
-from quadselect.layout import RunLayout
+from quadselect.errors import ConfigError, InputDataError, RunDirError
+from quadselect.layout import MARKER, RunLayout
+from quadselect.run_store import CACHE_ENV, RunStore, working_copy
 from tests.support import make_config, texts, write_jsonl
 
 SECRET = "a-secret-key-that-must-not-leak"
@@ -161,3 +166,132 @@ def test_a_url_with_credentials_in_it_is_refused_without_echoing_them(tmp_path: 
     with pytest.raises(ConfigError, match=r"credentials in it") as info:
         _config(tmp_path, f"s3://AKIA:{SECRET}@{BUCKET}/pool.jsonl", str(tmp_path / "ref.jsonl"))
     assert SECRET not in str(info.value)
+
+
+# -- the run directory in a bucket ----------------------------------------------------------------------------------
+
+
+def _stored_run(folder: Path, run_url: str) -> RunConfig:
+    write_jsonl(folder / "pool.jsonl", [{"text": t, "id": f"p{i}"} for i, t in enumerate(texts(80))])
+    write_jsonl(folder / "ref.jsonl", [{"text": t} for t in texts(12)])
+    return load_config(make_config(folder, run_dir=run_url, cluster={"k": 4}))
+
+
+def _objects(client: object, prefix: str) -> dict[str, bytes]:
+    listed = client.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])  # type: ignore[attr-defined]
+    return {
+        item["Key"][len(prefix) :]: client.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read()  # type: ignore[attr-defined]
+        for item in listed
+    }
+
+
+def test_a_run_directory_in_a_bucket_resumes_on_another_machine_after_a_kill_with_the_same_result(
+    s3: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"s3://{BUCKET}/runs/demo"
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "machine-a"))
+    config = _stored_run(tmp_path, url)
+    assert config.run_store == url and config.run_dir.is_relative_to(tmp_path / "machine-a")
+
+    def killed(ctx: object) -> dict:
+        raise RuntimeError("the machine went away")
+
+    stages = pipeline_module._SELECTION
+    killing = tuple(dataclasses.replace(s, fn=killed) if s.name == "cluster" else s for s in stages)
+    monkeypatch.setattr(pipeline_module, "_SELECTION", killing)
+    with pytest.raises(RuntimeError, match="went away"):
+        run_pipeline(config, until="cluster")
+    stored = _objects(s3, "runs/demo/")
+    assert "prepare/_COMPLETE.json" in stored and "embed/_COMPLETE.json" in stored
+    assert not any(key.startswith("cluster/") for key in stored)  # nothing of the killed stage reached the store
+    for stage in ("prepare", "embed"):  # each marker lists exactly the stage's other files, with their sizes
+        listed = json.loads(stored[f"{stage}/{MARKER}"])["files"]
+        uploaded = {k.split("/", 1)[1]: len(v) for k, v in stored.items() if k.startswith(f"{stage}/")}
+        assert listed and listed == {name: size for name, size in uploaded.items() if name != MARKER}
+
+    # Another machine, with an empty cache: prepare and embed come from the store, cluster runs and is uploaded.
+    monkeypatch.setattr(pipeline_module, "_SELECTION", stages)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "machine-b"))
+    resumed = run_config(url)  # the run named by its URL alone: its resolved config comes from the store
+    assert resumed.run_store == url and resumed.run_dir == working_copy(url)
+    assert resumed.run_dir.is_relative_to(tmp_path / "machine-b")
+    results = {r.name: r for r in run_pipeline(resumed, until="cluster")}
+    assert results["prepare"].skipped and results["embed"].skipped and not results["cluster"].skipped
+    assert "cluster/_COMPLETE.json" in _objects(s3, "runs/demo/")
+
+    # The same as a run that was never killed, in a local directory.
+    local = load_config(make_config(tmp_path, run_dir=str(tmp_path / "local-run"), cluster={"k": 4}))
+    run_pipeline(local, until="cluster")
+    expected = pq.read_table(RunLayout(local.run_dir).cluster.assignments)
+    assert pq.read_table(RunLayout(resumed.run_dir).cluster.assignments).equals(expected)
+
+    # A third machine with everything done in the store downloads nothing and runs nothing.
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "machine-c"))
+    third = _stored_run(tmp_path, url)
+    assert all(r.skipped for r in run_pipeline(third, until="cluster"))
+    assert not RunLayout(third.run_dir).prepare.root.exists()
+    shown = CliRunner().invoke(app, ["status", url], env={"COLUMNS": "250"})
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.count("done (in the store)") == 3 and "working copy of s3://corpus/runs/demo" in shown.output
+    for key, body in _objects(s3, "runs/").items():
+        assert SECRET.encode() not in body, key
+
+
+def _finished_stage(folder: Path) -> Path:
+    stage = folder / "embed"
+    (stage / "sub").mkdir(parents=True)
+    (stage / "a.npy").write_bytes(b"a" * 100)
+    (stage / "sub" / "b.json").write_text('{"b": 1}')
+    (stage / MARKER).write_text(json.dumps({"stage": "embed", "fingerprint": "f1", "summary": {"docs": 3}}))
+    return stage
+
+
+def test_a_stage_is_finished_in_the_store_only_once_its_marker_is_written_after_every_file(
+    s3: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = RunStore(f"s3://{BUCKET}/runs/x")
+    stage = _finished_stage(tmp_path / "here")
+    real_put = store.fs.put_file
+    uploads: list[str] = []
+
+    def put_then_fail(local: str, remote: str, **kwargs: object) -> None:
+        uploads.append(remote)
+        if len(uploads) == 2:
+            raise ConnectionError("the network went away")
+        real_put(local, remote, **kwargs)
+
+    monkeypatch.setattr(store.fs, "put_file", put_then_fail)
+    with pytest.raises(ConnectionError):
+        store.push("embed", stage)
+    assert store.marker("embed") is None and "runs/x/embed/a.npy" in _objects(s3, "")
+    monkeypatch.setattr(store.fs, "put_file", real_put)
+    store.push("embed", stage)
+    assert store.marker("embed") == {
+        "stage": "embed",
+        "fingerprint": "f1",
+        "summary": {"docs": 3},
+        "files": {"a.npy": 100, "sub/b.json": 8},
+    }
+
+    # Downloaded into another working copy as it was; a file changed in the store since is an error, not a result.
+    there = RunLayout(tmp_path / "there")
+    store.pull("embed", there)
+    assert (there.stage_dir("embed") / "sub" / "b.json").read_text() == '{"b": 1}'
+    assert json.loads(there.marker("embed").read_text())["fingerprint"] == "f1"
+    s3.put_object(Bucket=BUCKET, Key="runs/x/embed/a.npy", Body=b"short")  # type: ignore[attr-defined]
+    elsewhere = RunLayout(tmp_path / "elsewhere")
+    with pytest.raises(RunDirError, match=r"a\.npy: 5 bytes downloaded where the stage's marker lists 100"):
+        store.pull("embed", elsewhere)
+    assert not elsewhere.marker("embed").exists()
+
+
+def test_a_run_directory_in_a_bucket_that_does_not_exist_fails_before_any_stage_runs(
+    s3: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    config = _stored_run(tmp_path, "s3://no-such-bucket/runs/demo")
+    with pytest.raises(InputDataError, match=r"s3://no-such-bucket/runs/demo/config\.resolved\.yaml: not found"):
+        run_pipeline(config, until="prepare")
+    assert not RunLayout(config.run_dir).prepare.root.exists()
+    with pytest.raises(ConfigError, match=r"run_dir: .*without \. or \.\."):
+        _stored_run(tmp_path, f"s3://{BUCKET}/runs/../other")

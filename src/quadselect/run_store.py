@@ -1,0 +1,125 @@
+"""A run directory kept in object storage: `run_dir: s3://bucket/runs/x` (any fsspec filesystem), so a run resumes
+on any machine that can read the bucket, with no shared filesystem (README, "Run directories in object storage";
+docs/scaling.md).
+
+Stages compute in a local working copy of the run directory (`RunConfig.run_dir`, under the cache folder) exactly
+as in a local run, and each finished stage directory is uploaded to the store. Object stores have no atomic rename
+of a folder, so publication there follows the completion-marker protocol instead: the stage's old marker is deleted
+first, its files are uploaded, and its marker is written last, carrying the list of files and their sizes. A stage
+counts as finished in the store only while its marker is there, so a kill during an upload leaves the stage
+unfinished there, never half-published, and a reader downloads exactly the files the marker lists. Downloads land
+in a `.partial` folder and are published locally by rename, as a computed stage is.
+
+A stage that must run downloads the finished stages upstream of it first; stages finished in the store and not
+needed again are not downloaded. What is not synchronized: a stage's partial pieces (a stage killed midway restarts
+from its beginning on another machine, and from its pieces on the same one) and the run directory lock (two
+machines must not run the same store at once).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from quadselect.atomic import publish_directory, read_json, remove_temporaries, write_json
+from quadselect.data.storage import URL, explained, filesystem
+from quadselect.errors import RunDirError
+from quadselect.layout import MARKER, RunLayout
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "QUADSELECT_CACHE"
+FILES_KEY = "files"  # in the store's copy of a marker: relative path -> size in bytes of every file of the stage
+DOWNLOADING = "_DOWNLOADING.json"  # in a `.partial` folder being downloaded: which fingerprint its files belong to
+
+
+def working_copy(url: str) -> Path:
+    """This machine's working copy of the run directory kept at `url`: the URL's path under the cache folder
+    (`$QUADSELECT_CACHE`, default ~/.cache/quadselect), so a run kept under another (a comparison's run under its
+    base run) has its working copy under the other's, as the stage links between them need."""
+    match = URL.match(url.rstrip("/"))
+    if match is None:
+        raise ValueError(f"not a URL: {url!r}")
+    parts = [p for p in match.group("rest").split("/") if p]
+    if not parts or any(p in (".", "..") for p in parts):
+        raise ValueError(f"{url}: a run directory's URL names a folder below a bucket, without . or .. in its path")
+    cache = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "quadselect")
+    return cache.resolve() / "runs" / match.group("scheme") / Path(*parts)
+
+
+class RunStore:
+    """The store's side of a run directory: which stages are finished there, uploading and downloading them."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.fs, self.root = filesystem(self.url)
+        self.root = self.root.rstrip("/")
+
+    def _path(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def marker(self, stage: str) -> dict[str, Any] | None:
+        """The stage's completion marker in the store (with its file list), or None when it is not finished there."""
+        path = self._path(stage, MARKER)
+        with explained(f"{self.url}/{stage}/{MARKER}"):
+            if not self.fs.exists(path):
+                return None
+            return json.loads(self.fs.cat_file(path))  # type: ignore[no-any-return]
+
+    def push(self, stage: str, local: Path) -> None:
+        """Upload the finished local stage directory `local`: old marker off, files up, marker (with the file list)
+        last."""
+        marker = read_json(local / MARKER)
+        files = {
+            p.relative_to(local).as_posix(): p.stat().st_size
+            for p in sorted(local.rglob("*"))
+            if p.is_file() and p.name != MARKER
+        }
+        url = f"{self.url}/{stage}"
+        with explained(url):
+            if self.fs.exists(self._path(stage, MARKER)):
+                self.fs.rm_file(self._path(stage, MARKER))
+            for name in files:
+                self.fs.put_file(str(local / name), self._path(stage, name))
+            self.fs.pipe_file(self._path(stage, MARKER), json.dumps({**marker, FILES_KEY: files}).encode())
+        log.info("%s: uploaded %d files (%.1f MB) to %s", stage, len(files), sum(files.values()) / 1e6, url)
+
+    def pull(self, stage: str, layout: RunLayout) -> None:
+        """Download the stage finished in the store into the working copy, publishing it there by rename; a file
+        missing or of another size than the marker lists is an error (the store was changed under the run)."""
+        marker = self.marker(stage)
+        if marker is None:
+            raise RunDirError(f"{self.url}/{stage}: not finished in the store, nothing to download.")
+        files: dict[str, int] = marker.pop(FILES_KEY)
+        work, final = layout.partial_dir(stage), layout.stage_dir(stage)
+        tag = work / DOWNLOADING
+        if work.exists() and not (tag.is_file() and read_json(tag).get("fingerprint") == marker["fingerprint"]):
+            shutil.rmtree(work)  # pieces of a local computation: the store's finished stage replaces them
+        work.mkdir(parents=True, exist_ok=True)
+        remove_temporaries(work, recursive=True)
+        write_json(tag, {"fingerprint": marker["fingerprint"]})
+        url = f"{self.url}/{stage}"
+        with explained(url):
+            for name, size in files.items():
+                dest = work / name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                if not (dest.is_file() and dest.stat().st_size == size):  # a killed download keeps what it got
+                    self.fs.get_file(self._path(stage, name), str(dest))
+                if dest.stat().st_size != size:
+                    raise RunDirError(
+                        f"{url}/{name}: {dest.stat().st_size} bytes downloaded where the stage's marker lists {size}: "
+                        f"the store was changed after the stage finished. Run again with --force {stage}."
+                    )
+        tag.unlink()
+        write_json(work / MARKER, marker)
+        publish_directory(work, final, layout.old_dir(stage))
+        log.info("%s: downloaded %d files (%.1f MB) from %s", stage, len(files), sum(files.values()) / 1e6, url)
+
+    def put_text(self, name: str, local: Path) -> None:
+        """Upload one top-level file of the run directory (the resolved config)."""
+        with explained(f"{self.url}/{name}"):
+            self.fs.put_file(str(local), self._path(name))
