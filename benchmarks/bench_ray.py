@@ -44,6 +44,7 @@ from quadselect.engine import Executor, LocalExecutor  # noqa: E402
 from quadselect.engine.ray_cluster import RayExecutor, import_ray  # noqa: E402
 from quadselect.layout import RunLayout  # noqa: E402
 from quadselect.run import stage_status  # noqa: E402
+from quadselect.run_store import RunLocation  # noqa: E402
 from quadselect.stages.workers import BATCHES_PER_TASK, ScoringWorker, ShardEmbedder  # noqa: E402
 from tests.reliability.conftest import write_config, write_topic_pool  # noqa: E402
 
@@ -90,7 +91,7 @@ def bench_embed(run_dir: Path, minilm_docs: int, scratch: Path) -> str:
         for n, (label, executor) in enumerate(executors()):
             out = scratch / f"embed-{model}-{n}"
             out.mkdir()
-            worker = functools.partial(ShardEmbedder, model, 256, 256, "cpu")
+            worker = functools.partial(ShardEmbedder, RunLocation.of(scratch, None), model, 256, 256, "cpu")
             # The fixed cost of a call (Ray Data starts its actors, each loads the embedder): one document per worker.
             ones = [{"shard": str(tiny / f"one-{i}.parquet"), "dest": str(out / f"one-{i}.npy")} for i in range(2)]
             start = time.perf_counter()
@@ -126,7 +127,12 @@ def bench_scoring(run_dir: Path, n_docs: int) -> str:
     size = config.select.score_batch_size
     blocks = [texts[i : i + size * BATCHES_PER_TASK] for i in range(0, len(texts), size * BATCHES_PER_TASK)]
     worker = functools.partial(
-        ScoringWorker, str(run_dir), config.factors.model_dump(mode="json"), config.select.scorer, size, 0
+        ScoringWorker,
+        RunLocation.of(run_dir, None),
+        config.factors.model_dump(mode="json"),
+        config.select.scorer,
+        size,
+        0,
     )
     rows = []
     reference: np.ndarray | None = None

@@ -36,7 +36,7 @@ from quadselect.errors import DiskFullError, RunDirError
 from quadselect.layout import ARGS_FILE, RunLayout, StageFiles
 from quadselect.lock import run_dir_lock
 from quadselect.resources import is_disk_full
-from quadselect.run_store import RunStore
+from quadselect.run_store import RunLocation, RunStore
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,11 @@ class StageContext:
     @property
     def seed(self) -> int:
         return self.config.seed_for(self.name)
+
+    @property
+    def location(self) -> RunLocation:
+        """Where executor workers find the run's files, on this machine or on one that cannot see its disk."""
+        return RunLocation.of(self.config.run_dir, self.config.run_store)
 
 
 StageFn = Callable[[StageContext], dict[str, Any]]
@@ -162,9 +167,13 @@ class Runner:
         self.store = RunStore(config.run_store) if config.run_store else None
         self._in_store: dict[str, dict[str, Any]] = {}  # stages finished in the store under today's fingerprint
 
-    def run(self, target: str | None = None, *, force: tuple[str, ...] = ()) -> list[StageResult]:
+    def run(
+        self, target: str | None = None, *, force: tuple[str, ...] = (), download: bool = False
+    ) -> list[StageResult]:
         """Run `target` and its dependencies (default: every stage), in order. A forced stage re-runs, and so does
-        everything after it that depends on it: a re-run may change artifacts its fingerprint does not capture."""
+        everything after it that depends on it: a re-run may change artifacts its fingerprint does not capture.
+        With the run directory in object storage, stages finished there stay there unless a stage to run reads
+        them, or `download` asks for every one of them in the working copy (for a caller that reads them next)."""
         names = self.pipeline.closure(target) if target else list(self.pipeline.stages)
         forced = self.pipeline.downstream(force)
         results = []
@@ -179,7 +188,7 @@ class Runner:
                 write_text(self.layout.config, resolved_yaml(self.config))
                 if self.store is not None:
                     self.store.put_text(self.layout.config.name, self.layout.config)
-                    self._sync_from_store(names, forced)
+                    self._sync_from_store(names, forced, download=download)
                 for current in names:
                     results.append(self._run_stage(self.pipeline.stages[current], executor, force=current in forced))
             except Exception as exc:
@@ -191,7 +200,7 @@ class Runner:
                     executor.close()
         return results
 
-    def _sync_from_store(self, names: list[str], forced: set[str]) -> None:
+    def _sync_from_store(self, names: list[str], forced: set[str], *, download: bool) -> None:
         """Note which stages the store holds finished under the fingerprint they have now, and download those a stage
         that must run reads (directly or not); the others stay in the store only."""
         assert self.store is not None
@@ -209,7 +218,7 @@ class Runner:
             return done is not None and done.get("fingerprint") == planned[name]
 
         to_run = [n for n in names if n in forced or not (here(n) or n in self._in_store)]
-        needed = {dep for n in to_run for dep in self.pipeline.closure(n) if dep != n}
+        needed = set(names) if download else {dep for n in to_run for dep in self.pipeline.closure(n) if dep != n}
         for name in names:
             if name in needed and name not in forced and name in self._in_store and not here(name):
                 self.store.pull(name, self.layout)

@@ -11,9 +11,11 @@ unfinished there, never half-published, and a reader downloads exactly the files
 in a `.partial` folder and are published locally by rename, as a computed stage is.
 
 A stage that must run downloads the finished stages upstream of it first; stages finished in the store and not
-needed again are not downloaded. What is not synchronized: a stage's partial pieces (a stage killed midway restarts
-from its beginning on another machine, and from its pieces on the same one) and the run directory lock (two
-machines must not run the same store at once).
+needed again are not downloaded. Executor workers on other machines (Ray nodes with no shared filesystem) find the
+files they read through `RunLocation`: downloaded from the store into their own machine's working copy, and the
+pieces they write uploaded for the driver to collect. What is not synchronized: a stage's partial pieces on the
+driver (a stage killed midway restarts from its beginning on another machine, and from its pieces on the same one)
+and the run directory lock (two machines must not run the same store at once).
 """
 
 from __future__ import annotations
@@ -22,13 +24,15 @@ import json
 import logging
 import os
 import shutil
+import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quadselect.atomic import publish_directory, read_json, remove_temporaries, write_json
+from quadselect.atomic import atomic_path, publish_directory, read_json, remove_temporaries, write_json
 from quadselect.data.storage import URL, explained, filesystem
 from quadselect.errors import RunDirError
-from quadselect.layout import MARKER, RunLayout
+from quadselect.layout import MARKER, PARTIAL_SUFFIX, RunLayout
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +90,9 @@ class RunStore:
             for name in files:
                 self.fs.put_file(str(local / name), self._path(stage, name))
             self.fs.pipe_file(self._path(stage, MARKER), json.dumps({**marker, FILES_KEY: files}).encode())
+            pieces = self._path(f"{stage}{PARTIAL_SUFFIX}")
+            if self.fs.exists(pieces):  # what workers on other machines uploaded while the stage ran
+                self.fs.rm(pieces, recursive=True)
         log.info("%s: uploaded %d files (%.1f MB) to %s", stage, len(files), sum(files.values()) / 1e6, url)
 
     def pull(self, stage: str, layout: RunLayout) -> None:
@@ -119,7 +126,109 @@ class RunStore:
         publish_directory(work, final, layout.old_dir(stage))
         log.info("%s: downloaded %d files (%.1f MB) from %s", stage, len(files), sum(files.values()) / 1e6, url)
 
+    def has(self, relative: str) -> bool:
+        """Whether the store holds the file `relative` (a path inside the run directory)."""
+        with explained(f"{self.url}/{relative}"):
+            return bool(self.fs.exists(self._path(relative)))
+
     def put_text(self, name: str, local: Path) -> None:
         """Upload one top-level file of the run directory (the resolved config)."""
         with explained(f"{self.url}/{name}"):
             self.fs.put_file(str(local), self._path(name))
+
+
+@dataclass(frozen=True)
+class RunLocation:
+    """Where an executor worker finds the run's files, wherever it runs: the driver's working copy (`run_dir`), the
+    store it mirrors (None for a run directory on disk) and the driver's host. Plain strings, so it travels with a
+    worker's arguments to another machine."""
+
+    run_dir: str
+    run_store: str | None
+    driver_host: str
+
+    @classmethod
+    def of(cls, run_dir: Path, run_store: str | None) -> RunLocation:
+        return cls(str(run_dir), run_store, socket.gethostname())
+
+    def shares_disk(self) -> bool:
+        """Whether this process sees the driver's working copy: always for a run directory on disk (on several
+        machines it must be a shared mount); for a stored run, on the driver's host with the same cache folder."""
+        if self.run_store is None:
+            return True
+        return socket.gethostname() == self.driver_host and working_copy(self.run_store) == Path(self.run_dir)
+
+    def readable(self, path: str | Path) -> Path:
+        """`path` (a file or folder of the driver's working copy, in a finished stage) as this process can read it:
+        itself where the disk is shared, else this machine's copy, downloaded from the store the first time."""
+        if self.shares_disk():
+            return Path(path)
+        assert self.run_store is not None
+        relative = Path(path).relative_to(self.run_dir).as_posix()
+        local = working_copy(self.run_store) / relative
+        if not local.is_file():  # a folder is listed each time: it may hold only the files fetched alone so far
+            _download(f"{self.run_store.rstrip('/')}/{relative}", local)
+        return local
+
+    def writable(self, path: str | Path) -> Path:
+        """Where this process writes `path` (a piece of the driver's `.partial` folder): itself, or the same place
+        in this machine's working copy, to be `uploaded` once written."""
+        if self.shares_disk():
+            return Path(path)
+        assert self.run_store is not None
+        local = working_copy(self.run_store) / Path(path).relative_to(self.run_dir)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        return local
+
+    def uploaded(self, path: str | Path) -> None:
+        """Send a piece written at `writable(path)` to the store, where the driver `collect`s it."""
+        if self.shares_disk():
+            return
+        assert self.run_store is not None
+        relative = Path(path).relative_to(self.run_dir).as_posix()
+        url = f"{self.run_store.rstrip('/')}/{relative}"
+        fs, remote = filesystem(url)
+        with explained(url):
+            fs.put_file(str(working_copy(self.run_store) / relative), remote)
+
+    def share(self, path: str | Path) -> None:
+        """On the driver: upload a file or folder of a stage still running (its own intermediate pieces) that
+        workers on other machines are about to read."""
+        if self.run_store is None:
+            return
+        relative = Path(path).relative_to(self.run_dir).as_posix()
+        url = f"{self.run_store.rstrip('/')}/{relative}"
+        fs, remote = filesystem(url)
+        local = Path(path)
+        if local.is_dir():
+            found = sorted(f for f in local.rglob("*") if f.is_file())
+            files = [(f, f"{remote}/{f.relative_to(local).as_posix()}") for f in found]
+        else:
+            files = [(local, remote)]
+        with explained(url):
+            for file, destination in files:
+                fs.put_file(str(file), destination)
+
+    def collect(self, path: str | Path) -> None:
+        """On the driver: fetch a piece a worker on another machine wrote and uploaded, unless it is here already."""
+        if Path(path).exists() or self.run_store is None:
+            return
+        relative = Path(path).relative_to(self.run_dir).as_posix()
+        _download(f"{self.run_store.rstrip('/')}/{relative}", Path(path))
+
+
+def _download(url: str, dest: Path) -> None:
+    """Download the file or folder `url` to `dest`, each file whole or not at all (written under a temporary name,
+    then renamed): files already there are kept, so a folder one of whose files was fetched alone before is
+    completed, and two workers of one machine fetching the same file leave one whole copy."""
+    fs, path = filesystem(url)
+    with explained(url):
+        if fs.isdir(path):
+            files = [(found, dest / Path(found).relative_to(path)) for found in fs.find(path)]
+        else:
+            files = [(path, dest)]
+        for remote, local in files:
+            if not local.is_file():
+                local.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(local) as tmp:
+                    fs.get_file(remote, str(tmp))

@@ -20,11 +20,14 @@ from typer.testing import CliRunner
 from quadselect import pipeline as pipeline_module
 from quadselect.api import run_config, run_pipeline
 from quadselect.cli import app
-from quadselect.config import RunConfig, load_config
+from quadselect.compare.driver import compare
+from quadselect.config import RunConfig, config_from_dict, load_config
 from quadselect.data.shards import ShardSet
 from quadselect.errors import ConfigError, InputDataError, RunDirError
 from quadselect.layout import MARKER, RunLayout
-from quadselect.run_store import CACHE_ENV, RunStore, working_copy
+from quadselect.run_store import CACHE_ENV, RunLocation, RunStore, working_copy
+from tests.evaluate.conftest import eval_run  # noqa: F401 (a fixture)
+from tests.reliability.conftest import artifact_view, without_engine, write_config, write_topic_pool
 from tests.support import make_config, texts, write_jsonl
 
 SECRET = "a-secret-key-that-must-not-leak"
@@ -295,3 +298,85 @@ def test_a_run_directory_in_a_bucket_that_does_not_exist_fails_before_any_stage_
     assert not RunLayout(config.run_dir).prepare.root.exists()
     with pytest.raises(ConfigError, match=r"run_dir: .*without \. or \.\."):
         _stored_run(tmp_path, f"s3://{BUCKET}/runs/../other")
+
+
+def test_workers_on_a_machine_that_cannot_see_the_drivers_disk_read_and_write_through_the_store(
+    s3: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every worker after prepare (the embedder, k-means assignment, the factor workers, the contamination screen,
+    the scorer, the export writers), run where the driver's working copy is not visible (another cache folder:
+    another machine), fetches what it reads from the store and uploads what it writes, and the artifacts are those
+    of a run directory on disk."""
+    write_topic_pool(tmp_path)
+    settings = {"select": {"decontaminate": "drop"}}
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "driver"))
+    stored = load_config(write_config(tmp_path, "stored", run_dir=f"s3://{BUCKET}/runs/w", **settings))
+    run_pipeline(stored, until="prepare")  # in-process token counting is the driver's own (shared below)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "worker-node"))  # what the workers see from now on
+    run_pipeline(stored, until="export")
+    local = load_config(write_config(tmp_path, "local", **settings))
+    run_pipeline(local, until="export")
+
+    fetched = working_copy(f"s3://{BUCKET}/runs/w")
+    assert fetched.is_relative_to(tmp_path / "worker-node") and fetched != stored.run_dir
+    assert (fetched / "proxy" / "model").is_dir() and (fetched / "reference" / "g_hat.safetensors").is_file()
+    for pieces in ("embed.partial/*.npy", "cluster.partial/assignments/*", "export.partial/documents/*"):
+        assert list(fetched.glob(pieces)), pieces  # written there, then uploaded for the driver
+    assert not any(".partial/" in key for key in _objects(s3, "runs/w/"))  # and cleaned up once published
+    for stage in ("embed", "cluster", "factors", "select", "export"):
+        assert without_engine(artifact_view(stored.run_dir / stage, stored.run_dir)) == without_engine(
+            artifact_view(local.run_dir / stage, local.run_dir)
+        ), stage
+
+
+def test_pieces_a_driver_shares_are_read_on_another_machine_and_pieces_written_there_are_collected(
+    s3: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """prepare's token counters on Ray read the tokenizer and raw shards the driver wrote moments before: the
+    driver shares them through the store, and collects the counted shards the workers upload."""
+    url = f"s3://{BUCKET}/runs/shared"
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "driver"))
+    driver_copy = working_copy(url)
+    where = RunLocation.of(driver_copy, url)
+    raw = driver_copy / "prepare.partial" / "raw"
+    (raw / "pool").mkdir(parents=True)
+    (raw / "pool" / "shard-0.parquet").write_bytes(b"raw rows")
+    (raw / "tokenizer.json").write_text("{}")
+    assert where.shares_disk()
+    where.share(raw)
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "worker"))  # another machine
+    assert not where.shares_disk()
+    got = where.readable(raw / "pool" / "shard-0.parquet")
+    assert got.is_relative_to(tmp_path / "worker") and got.read_bytes() == b"raw rows"
+    assert (where.readable(raw) / "tokenizer.json").read_text() == "{}"  # the folder completed around it
+    dest = driver_copy / "prepare.partial" / "pool" / "shard-0.parquet"
+    where.writable(dest).write_bytes(b"counted rows")
+    where.uploaded(dest)
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "driver"))
+    assert not dest.exists()
+    where.collect(dest)
+    assert dest.read_bytes() == b"counted rows"
+
+
+def test_a_comparison_kept_in_a_bucket_goes_on_from_its_uploaded_record_on_another_machine(
+    s3: object,
+    eval_run: RunConfig,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    plan = {"methods": ["random"], "ablations": [], "mixtures": [], "quad_sweep": [], "seeds": 1, "passes": 1.0}
+    data = {**eval_run.model_dump(mode="json"), "run_dir": f"s3://{BUCKET}/runs/cmp"}
+    data["compare"] = {**data["compare"], **plan}
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "machine-a"))
+    compare(config_from_dict(data, base_dir=tmp_path))
+    stored = _objects(s3, "runs/cmp/compare/")
+    assert {"comparison.json", "summary.md", "tradeoff.png"} <= set(stored)
+    assert not any("seed-" in key for key in stored)  # the runs themselves stay in the working copy
+    assert json.loads(stored["comparison.json"])["complete"] is True
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "machine-b"))
+    estimates: list[str] = []
+    compare(config_from_dict(data, base_dir=tmp_path), estimate_only=True, on_estimate=estimates.append)
+    assert "1 reused from their records" in estimates[0]

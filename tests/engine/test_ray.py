@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -22,23 +21,13 @@ from quadselect.config import RayConfig, load_config
 from quadselect.engine.ray_cluster import RayExecutor
 from tests.engine.conftest import ROOT
 from tests.engine.workers import Squarer, cube
-from tests.reliability.conftest import artifact_view, write_config, write_topic_pool
+from tests.reliability.conftest import artifact_view, without_engine, write_config, write_topic_pool
 
 pytestmark = pytest.mark.ray
 
 STAGES = ("prepare", "embed", "cluster", "proxy", "factors", "reference", "select", "export")
 # Two workers of one CPU each on the fixture's two CPUs: what a user of a 2-core machine would configure.
 RAY = {"workers": 2, "cpus_per_worker": 1}
-
-
-def _without_engine(value: Any) -> Any:
-    """A stage marker records which executor ran it, and markers and the audit the machine and thread count of the
-    process that ran the models (a Ray worker's own, `ray.threads_per_worker`); nothing else may differ."""
-    if isinstance(value, dict):
-        return {k: _without_engine(v) for k, v in value.items() if k not in ("engine", "device")}
-    if isinstance(value, list):
-        return [_without_engine(v) for v in value]
-    return value
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +51,7 @@ def test_every_stage_gives_the_local_executors_artifacts(runs: dict[str, Path], 
     reduced in order, so no floating-point sum is reordered."""
     local, ray = runs["local"], runs["ray"]
     assert json.loads((ray / stage / "_COMPLETE.json").read_text())["engine"].startswith("ray")
-    assert _without_engine(artifact_view(ray / stage, ray)) == _without_engine(artifact_view(local / stage, local))
+    assert without_engine(artifact_view(ray / stage, ray)) == without_engine(artifact_view(local / stage, local))
 
 
 def test_dead_pool_worker_is_restarted_and_its_batch_retried(ray_cluster: str, tmp_path: Path) -> None:
@@ -133,7 +122,7 @@ def test_killed_driver_resumes_to_the_uninterrupted_selection(ray_cluster: str, 
     results = {r.name: r for r in run_pipeline(load_config(config), until="select")}
     assert all(results[stage].skipped for stage in STAGES[:6])  # the stages copied in were reused, not redone
     assert not results["select"].skipped
-    assert _without_engine(artifact_view(run_dir / "select", run_dir)) == _without_engine(
+    assert without_engine(artifact_view(run_dir / "select", run_dir)) == without_engine(
         artifact_view(runs["local"] / "select", runs["local"])
     )
 

@@ -155,3 +155,13 @@ def second_run(reference_run: ReferenceRun) -> SecondRun:
     log = reference_run.root / "again.events.json"
     assert harness.run_stage(config, "export", log=log) == 0
     return SecondRun(reference_run.root / "again", json.loads(log.read_text())["outside"])
+
+
+def without_engine(value: Any) -> Any:
+    """A stage marker records which executor ran it, and markers and the audit the machine and thread count of the
+    process that ran the models (a Ray worker's own, `ray.threads_per_worker`); nothing else may differ."""
+    if isinstance(value, dict):
+        return {k: without_engine(v) for k, v in value.items() if k not in ("engine", "device")}
+    if isinstance(value, list):
+        return [without_engine(v) for v in value]
+    return value

@@ -40,6 +40,7 @@ from quadselect.layout import CACHE_DIR, RunLayout
 from quadselect.pipeline import build_pipeline, evaluation_pipeline
 from quadselect.progress import progress_bar
 from quadselect.run import Runner, planned_fingerprints
+from quadselect.run_store import RunLocation, RunStore
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def compare(
     before anything long runs (the CLI prints it). `context` goes into comparison.json (command, machine, ...)."""
     _check_eval_split(base)
     started = time.perf_counter()
-    Runner(build_pipeline(), base).run("prepare")
+    Runner(build_pipeline(), base).run("prepare", download=True)
     train_tokens = _train_tokens(base)
     plan = build_plan(base, methods, ablations)
     reused = _reusable_records(base, plan, train_tokens, recorded)
@@ -89,7 +90,7 @@ def compare(
         return Outcome(parts, rates)
 
     if len(reused) < len(plan):
-        Runner(build_pipeline(), base).run("reference")
+        Runner(build_pipeline(), base).run("reference", download=True)  # the runs link these stages
     context = {
         **(context or {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -128,6 +129,10 @@ def _reusable_records(
     CPU, float32 here) is run again rather than compared with runs made here."""
     by_fingerprint: dict[str, dict[str, Any]] = {}
     own = RunLayout(base.run_dir).compare.comparison
+    if base.run_store and not own.is_file():  # kept in object storage: go on from the record uploaded there
+        relative = own.relative_to(base.run_dir).as_posix()
+        if RunStore(base.run_store).has(relative):
+            RunLocation.of(base.run_dir, base.run_store).collect(own)
     for path in [own] if own.is_file() else []:
         by_fingerprint.update(_records_of(path))
     for path in recorded:
@@ -184,7 +189,10 @@ def write_results(base: RunConfig, document: dict[str, Any]) -> list[Path]:
         )
     write_json(files.comparison, document)
     write_text(files.summary, summary_markdown(document, plot_name=plots[0][0].name))
-    return [files.comparison, files.summary, *(p for p, _, _ in plots)]
+    written = [files.comparison, files.summary, *(p for p, _, _ in plots)]
+    for path in written if base.run_store else []:  # the record a comparison on another machine goes on from
+        RunLocation.of(base.run_dir, base.run_store).share(path)
+    return written
 
 
 def _run_plan(

@@ -115,8 +115,9 @@ def run_config(base: RunConfig, run: PlannedRun, train_tokens: int) -> RunConfig
     if run.variant.seeded:
         data = _merge(data, {"select": {"seed": run.seed}})
     data["run_dir"] = str(run.run_dir)
-    if base.run_store:  # kept in the store beside the base run, as the run directory is beside it here
-        data["run_store"] = f"{base.run_store.rstrip('/')}/{run.run_dir.relative_to(base.run_dir).as_posix()}"
+    # A comparison's runs stay in the working copy (in a store, each would upload the stages it shares with the base
+    # run again); their records, in the comparison.json uploaded after every run, are what carries over.
+    data.pop("run_store", None)
     return config_from_dict(data, base_dir=run.run_dir)
 
 

@@ -33,6 +33,7 @@ from quadselect.data.tokenizer import count_tokens, load_tokenizer, train_bpe_to
 from quadselect.errors import InputDataError
 from quadselect.progress import progress_bar
 from quadselect.resources import available_memory, shard_byte_limit
+from quadselect.run_store import RunLocation
 
 log = logging.getLogger(__name__)
 
@@ -159,15 +160,23 @@ def build_tokenizer(cfg: TokenizerConfig, raw_dir: Path) -> PreTrainedTokenizerB
 
 class ShardTokenCounter:
     """A worker: adds token counts to whole raw shards, `{"raw": path, "dest": path}` → `{"docs": n}`; the counted
-    shard is written atomically, so a finished shard is never redone."""
+    shard is written atomically, so a finished shard is never redone. On a machine that does not see the run
+    directory, the tokenizer and the raw shard are read from the run's store and the counted shard uploaded there."""
 
-    def __init__(self, tokenizer_dir: str, batch_docs: int, progress: Callable[[int], object] | None = None) -> None:
-        self.tokenizer = load_tokenizer(tokenizer_dir)
+    def __init__(
+        self,
+        where: RunLocation,
+        tokenizer_dir: str,
+        batch_docs: int,
+        progress: Callable[[int], object] | None = None,
+    ) -> None:
+        self.tokenizer = load_tokenizer(where.readable(tokenizer_dir))
         self.batch_docs = batch_docs
         self.progress = progress
+        self.where = where
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
-        table = pq.read_table(item["raw"])
+        table = pq.read_table(self.where.readable(item["raw"]))
         texts = table["text"].to_pylist()
         counts: list[int] = []
         for start in range(0, len(texts), self.batch_docs):
@@ -183,7 +192,8 @@ class ShardTokenCounter:
             },
             schema=SHARD_SCHEMA,
         )
-        _write_table_atomic(table, Path(item["dest"]))
+        _write_table_atomic(table, self.where.writable(item["dest"]))
+        self.where.uploaded(item["dest"])
         return {"docs": len(texts)}
 
 

@@ -29,6 +29,7 @@ from quadselect.errors import ConfigError
 from quadselect.layout import ClusterFiles, EmbedFiles, PrepareFiles
 from quadselect.progress import progress_bar
 from quadselect.run import StageContext
+from quadselect.run_store import RunLocation
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,9 @@ def run_cluster(ctx: StageContext) -> dict[str, Any]:
         for path, shard in zip(paths, pool.index["shards"], strict=True)
     ]
     with progress_bar("cluster: assigning", total=n_docs, unit="docs") as bar:
-        for rows in ctx.executor.map(assign_shard, items, shared=(centroids,)):
+        where = ctx.location
+        for item, rows in zip(items, ctx.executor.map(assign_shard, items, shared=(centroids, where)), strict=True):
+            where.collect(item["dest"])  # written on a machine that does not see this one's disk: fetched
             bar.update(rows)
     assigned = pa.concat_tables(pq.read_table(i["dest"], columns=["cluster", "n_tokens", "source"]) for i in items)
     cluster_ids = assigned["cluster"].to_numpy()
@@ -99,12 +102,13 @@ def run_cluster(ctx: StageContext) -> dict[str, Any]:
     }
 
 
-def assign_shard(item: dict[str, str], centroids: np.ndarray) -> int:
+def assign_shard(item: dict[str, str], centroids: np.ndarray, where: RunLocation) -> int:
     """Assign one shard's documents to their nearest centroid and write its assignment table (atomically); returns
-    the number of documents. A task of its own, so shards are assigned in parallel on Ray."""
+    the number of documents. A task of its own, so shards are assigned in parallel on Ray (through `where` on a
+    machine that does not see the run directory)."""
     # One shard mapped at a time: pages read through a map count towards RSS while it is open.
-    array = open_array(item["embedding"])
-    meta = pq.read_table(item["shard"], columns=["doc_id", "n_tokens", "source"])
+    array = open_array(where.readable(item["embedding"]))
+    meta = pq.read_table(where.readable(item["shard"]), columns=["doc_id", "n_tokens", "source"])
     ids, dist = assign(centroids, array)
     table = pa.table(
         {
@@ -115,6 +119,7 @@ def assign_shard(item: dict[str, str], centroids: np.ndarray) -> int:
             "source": meta["source"],
         }
     )
-    with atomic_path(item["dest"]) as tmp:
+    with atomic_path(where.writable(item["dest"])) as tmp:
         pq.write_table(table, tmp, compression="zstd")
+    where.uploaded(item["dest"])
     return int(array.shape[0])

@@ -45,14 +45,22 @@ def run_embed(ctx: StageContext) -> dict[str, Any]:
     with progress_bar("embed", total=pool.num_docs, unit="docs") as bar:
         bar.update(pool.num_docs - sum(int(s["docs"]) for s in todo))
         in_process = ctx.executor.in_process
+        where = ctx.location
         worker = functools.partial(
-            ShardEmbedder, cfg.model, cfg.max_tokens, cfg.batch_size, cfg.device, bar.update if in_process else None
+            ShardEmbedder,
+            where,
+            cfg.model,
+            cfg.max_tokens,
+            cfg.batch_size,
+            cfg.device,
+            bar.update if in_process else None,
         )
         items = [
             {"shard": str(pool.directory / s["file"]), "dest": str(embedding_file(ctx.work_dir, s["file"]))}
             for s in todo
         ]
-        for result in ctx.executor.stream(worker, items):
+        for item, result in zip(items, ctx.executor.stream(worker, items), strict=True):
+            where.collect(item["dest"])  # written on a machine that does not see this one's disk: fetched
             if not in_process:
                 bar.update(int(result["rows"]))
     wall = time.perf_counter() - start

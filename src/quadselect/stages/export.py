@@ -20,6 +20,7 @@ from quadselect.data.shards import ShardSet, write_documents
 from quadselect.layout import UPSTREAM_OF_SELECT, ExportFiles, PrepareFiles, SelectFiles
 from quadselect.progress import progress_bar
 from quadselect.run import StageContext, stage_status
+from quadselect.run_store import RunLocation
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,10 @@ def run_export(ctx: StageContext) -> dict[str, Any]:
             todo.append({"path": str(out_dir / name), "rows": rows[in_shard].tolist(), "format": cfg.format})
     with progress_bar("export", total=int(rows.size), unit="docs") as bar:
         bar.update(int(rows.size) - sum(len(item["rows"]) for item in todo))
-        for written in ctx.executor.map(write_documents, todo, shared=(str(pool.directory),)):
+        where = ctx.location
+        shared = (str(pool.directory), where)
+        for item, written in zip(todo, ctx.executor.map(write_export_file, todo, shared=shared), strict=True):
+            where.collect(item["path"])  # written on a machine that does not see this one's disk: fetched
             bar.update(written)
 
     shutil.copyfile(selected.manifest, work.manifest)
@@ -72,3 +76,12 @@ def run_export(ctx: StageContext) -> dict[str, Any]:
         "files": len(files),
         "path": str(ctx.layout.export.root),
     }
+
+
+def write_export_file(item: dict[str, Any], pool_dir: str, where: RunLocation) -> int:
+    """`write_documents` as a task that may run on a machine that does not see the run directory: the pool read
+    and the file written through `where`."""
+    here = {**item, "path": str(where.writable(item["path"]))}
+    written = write_documents(here, str(where.readable(pool_dir)))
+    where.uploaded(item["path"])
+    return written

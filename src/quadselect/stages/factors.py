@@ -61,7 +61,7 @@ def run_factors(ctx: StageContext) -> dict[str, Any]:
     texts = read_rows(pool, np.sort(rows), ["text"])["text"].to_pylist()
     batches = list(token_batches(tokenizer, texts, batch_size=cfg.batch_size, max_tokens=cfg.max_length))
     units = [(i, batches[i : i + BATCHES_PER_TASK]) for i in range(0, len(batches), BATCHES_PER_TASK)]
-    worker = functools.partial(FactorWorker, str(proxy_dir), cfg.model_dump(mode="json"), ctx.seed)
+    worker = functools.partial(FactorWorker, ctx.location, str(proxy_dir), cfg.model_dump(mode="json"), ctx.seed)
     with ctx.executor.pool(worker) as workers:
         factors = fit_factors_over_units(
             units,

@@ -106,15 +106,20 @@ def _count_tokens_step(ctx: StageContext, raw_dir: Path, roles: list[str]) -> No
                 done += int(entry["docs"])
             else:
                 items.append({"raw": str(raw_dir / role / entry["file"]), "dest": str(dest)})
+    in_process, where = ctx.executor.in_process, ctx.location
+    if not in_process:  # workers on machines that do not see this disk read them from the run's store
+        for path in [work.tokenizer, *(item["raw"] for item in items)]:
+            where.share(path)
     with progress_bar("prepare: counting tokens", total=total, unit="docs") as bar:
         bar.update(done)
-        in_process = ctx.executor.in_process
         worker = functools.partial(
             ShardTokenCounter,
+            where,
             str(work.tokenizer),
             ctx.config.prepare.batch_docs,
             bar.update if in_process else None,
         )
-        for result in ctx.executor.stream(worker, items):
+        for item, result in zip(items, ctx.executor.stream(worker, items), strict=True):
+            where.collect(item["dest"])  # written on a machine that does not see this one's disk: fetched
             if not in_process:
                 bar.update(int(result["docs"]))

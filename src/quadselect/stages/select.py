@@ -61,6 +61,7 @@ from quadselect.layout import (
 )
 from quadselect.progress import ProgressBar, progress_bar
 from quadselect.run import StageContext, stage_status
+from quadselect.run_store import RunLocation
 from quadselect.select import NgramIndex, find_contamination
 from quadselect.select.decontaminate import shard_contamination
 from quadselect.select.method import Method, Need, Selection, SelectionInputs
@@ -283,6 +284,7 @@ class _Needs:
             str(ProxyFiles(self.ctx.input("proxy")).model),
             self.ctx.config.factors.max_length,
             self.ctx.config.select.score_batch_size,
+            self.ctx.location,
         )
         settings = {
             "max_tokens": self.ctx.config.factors.max_length,
@@ -408,7 +410,7 @@ def _scoring_worker(ctx: StageContext) -> Callable[[], ScoringWorker]:
     cfg = ctx.config.select
     return functools.partial(
         ScoringWorker,
-        str(ctx.run_dir),
+        ctx.location,
         ctx.config.factors.model_dump(mode="json"),
         cfg.scorer,
         cfg.score_batch_size,
@@ -509,7 +511,8 @@ def _contaminated_pool_rows(ctx: StageContext, pool: ShardSet, cfg: SelectConfig
 
     def screen(todo: list[int]) -> Iterator[np.ndarray]:
         with progress_bar("select: contamination", total=len(todo), unit="shards") as bar:
-            for flags in ctx.executor.map(shard_contamination, [files[i] for i in todo], shared=(index,)):
+            shards, shared = [files[i] for i in todo], (index, ctx.location)
+            for flags in ctx.executor.map(_shard_contamination, shards, shared=shared):
                 bar.update(1)
                 yield flags
 
@@ -518,6 +521,11 @@ def _contaminated_pool_rows(ctx: StageContext, pool: ShardSet, cfg: SelectConfig
     if excluded.size:
         log.warning("select: %d pool documents overlap reference/eval text; dropped before selection", excluded.size)
     return excluded
+
+
+def _shard_contamination(shard: str, index: NgramIndex, where: RunLocation) -> np.ndarray:
+    """`shard_contamination` as a task that may run on a machine that does not see the run directory."""
+    return shard_contamination(where.readable(shard), index)
 
 
 def _flag_contaminated(ctx: StageContext, pool: ShardSet, selected: np.ndarray, cfg: SelectConfig) -> np.ndarray:

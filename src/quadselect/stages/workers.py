@@ -1,7 +1,8 @@
 """Executor workers that hold a model: built once where they run (`Executor.pool`), then sent batches again and again.
 
-Each is built from plain arguments (paths as strings, configs as dicts), so the executor can pickle its factory and
-build it on another machine that mounts the run directory (docs/scaling.md).
+Each is built from plain arguments (paths as strings, configs as dicts, a `RunLocation`), so the executor can pickle
+its factory and build it on another machine: one that mounts the run directory, or, for a run kept in object
+storage, any machine that can read the store (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from quadselect.influence.text_scorer import TextScorer
 from quadselect.layout import RunLayout
 from quadselect.proxy import DocBatch, encode_documents, load_proxy, pad_documents, row_nll
 from quadselect.resources import map_batches
+from quadselect.run_store import RunLocation
 
 BATCHES_PER_TASK = 4
 """Batches per task sent to a worker: the unit that workers fit or score and the driver reduces, in order. Fixed, so
@@ -47,9 +49,9 @@ class FactorWorker:
     """A worker holding the proxy: the two passes of EK-FAC fitting over units of batches, returned as sums (on the
     CPU, to travel back) that the driver reduces (`quadselect.influence.factors.fit_factors_over_units`)."""
 
-    def __init__(self, proxy_dir: str, factors: dict[str, Any], seed: int) -> None:
+    def __init__(self, where: RunLocation, proxy_dir: str, factors: dict[str, Any], seed: int) -> None:
         cfg = FactorsConfig(**factors)
-        model, _ = load_proxy(proxy_dir)
+        model, _ = load_proxy(where.readable(proxy_dir))
         model.to(worker_device())
         layers = find_tracked_layers(model, cfg.include, cfg.exclude)
         self.passes = FactorPasses(
@@ -82,13 +84,15 @@ def load_scorer(
     batch_size: int = 8,
     seed: int = 0,
     device: torch.device | None = None,
+    where: RunLocation | None = None,
 ) -> TextScorer:
-    """The scorer of a run whose proxy and reference stages have finished: its proxy, tracked layers and ĝ_R."""
-    model, tokenizer = load_proxy(layout.proxy.model)
+    """The scorer of a run whose proxy and reference stages have finished: its proxy, tracked layers and ĝ_R (read
+    through `where` on a machine that may not see the run directory)."""
+    model, tokenizer = load_proxy(where.readable(layout.proxy.model) if where else layout.proxy.model)
     if device is not None:
         model.to(device)
     layers = find_tracked_layers(model, factors.include, factors.exclude)
-    g_hat = load_file(str(layout.reference.g_hat))
+    g_hat = load_file(str(where.readable(layout.reference.g_hat) if where else layout.reference.g_hat))
     return TextScorer(
         model,
         tokenizer,
@@ -106,15 +110,21 @@ class ScoringWorker:
     """A worker holding the proxy and ĝ_R: cosine influence of batches of texts (the Quad loop's and top-k's)."""
 
     def __init__(
-        self, run_dir: str, factors: dict[str, Any], method: Literal["hook", "projected"], batch_size: int, seed: int
+        self,
+        where: RunLocation,
+        factors: dict[str, Any],
+        method: Literal["hook", "projected"],
+        batch_size: int,
+        seed: int,
     ) -> None:
         self.scorer = load_scorer(
-            RunLayout(Path(run_dir)),
+            RunLayout(Path(where.run_dir)),
             FactorsConfig(**factors),
             method=method,
             batch_size=batch_size,
             seed=seed,
             device=worker_device(),
+            where=where,
         )
 
     def score(self, texts: list[str]) -> np.ndarray:
@@ -131,8 +141,8 @@ class LossWorker:
     baseline. The batch size is planned from the free memory (`quadselect.influence.batch_memory`); a batch that
     still runs out of memory is retried in halves, and the smaller size kept."""
 
-    def __init__(self, proxy_dir: str, max_tokens: int, batch_size: int) -> None:
-        self.model, self.tokenizer = load_proxy(proxy_dir)
+    def __init__(self, proxy_dir: str, max_tokens: int, batch_size: int, where: RunLocation | None = None) -> None:
+        self.model, self.tokenizer = load_proxy(where.readable(proxy_dir) if where else proxy_dir)
         device = worker_device()
         self.model.to(device)
         self.max_tokens = max_tokens
@@ -160,10 +170,12 @@ class LossWorker:
 
 
 class ShardEmbedder:
-    """A worker: embeds whole shards, `{"shard": parquet path, "dest": npy path}` → `{"rows": n}`."""
+    """A worker: embeds whole shards, `{"shard": parquet path, "dest": npy path}` → `{"rows": n}`; on a machine that
+    does not see the run directory, the shard is downloaded and the embeddings uploaded (`RunLocation`)."""
 
     def __init__(
         self,
+        where: RunLocation,
         model: str,
         max_tokens: int,
         batch_size: int,
@@ -173,8 +185,11 @@ class ShardEmbedder:
         self.embedder = load_embedder(model, max_tokens=max_tokens, device=device)
         self.batch_size = batch_size
         self.progress = progress
+        self.where = where
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
-        texts = pq.read_table(item["shard"], columns=["text"])["text"].to_pylist()
-        write_array(item["dest"], embed_texts(self.embedder, texts, self.batch_size, progress=self.progress))
+        texts = pq.read_table(self.where.readable(item["shard"]), columns=["text"])["text"].to_pylist()
+        vectors = embed_texts(self.embedder, texts, self.batch_size, progress=self.progress)
+        write_array(self.where.writable(item["dest"]), vectors)
+        self.where.uploaded(item["dest"])
         return {"rows": len(texts)}
