@@ -602,6 +602,12 @@ class CompareConfig(_Strict):
     curve_seeds: int | None = Field(
         None, ge=1, description="Seeds of the mixture and sweep points. Null: compare.seeds."
     )
+    sweep_seeds: int | None = Field(
+        None,
+        ge=1,
+        description="Seeds of Quad's sweep points alone (fewer than the mixtures' when time is short: the curve "
+        "tests compare Quad's own point with the mixture curves). Null: compare.curve_seeds.",
+    )
     passes: float = Field(
         3.0,
         gt=0,

@@ -113,6 +113,29 @@ def test_compare_runs_the_plan_shares_the_expensive_work_and_resumes_after_a_kil
     assert [p.seconds for p in parts if p.seconds] == pytest.approx([mean(walls["train"]) + mean(walls["evaluate"])])
 
 
+def test_the_plan_runs_methods_then_mixtures_then_quads_sweep_then_ablations_each_with_its_seeds(
+    eval_run: RunConfig,
+) -> None:
+    plan = {
+        **PLAN,
+        "methods": ["quad", "random"],
+        "ablations": ["alpha0"],
+        "mixtures": ["random+dsir"],
+        "quad_sweep": [90.0],
+        "seeds": 3,
+        "curve_seeds": 2,
+        "sweep_seeds": 1,
+    }
+    runs = build_plan(_with(eval_run, compare=plan, select={"tau_percentile": 75.0}))
+    assert [(r.variant.label, r.seed) for r in runs] == [
+        *[("quad", s) for s in range(3)],
+        *[("random", s) for s in range(3)],
+        *[("mix:random+dsir@0.5", s) for s in range(2)],
+        ("quad:tau90", 0),
+        *[("quad:alpha0", s) for s in range(3)],
+    ]
+
+
 def test_a_comparison_records_each_run_and_goes_on_from_the_records_alone_once_its_run_directories_are_gone(
     eval_run: RunConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -93,16 +93,20 @@ def build_plan(
     if unknown:
         raise ValueError(f"unknown Quad ablation(s) {unknown}: the ablations are {', '.join(ABLATION_OVERRIDES)}")
     variants = [method_variant(m) for m in (methods if methods is not None else cfg.methods)]
-    curves = [mixture_variant(f, share) for f in cfg.mixtures for share in cfg.mixture_fractions]
+    mixtures = [mixture_variant(f, share) for f in cfg.mixtures for share in cfg.mixture_fractions]
+    sweep = []
     if QUAD in [v.method for v in variants]:
-        curves += [sweep_variant(p) for p in cfg.quad_sweep if p != base.select.tau_percentile]
+        sweep = [sweep_variant(p) for p in cfg.quad_sweep if p != base.select.tau_percentile]
     variants_after = [ablation_variant(a) for a in (ablations if ablations is not None else cfg.ablations)]
     layout = RunLayout(base.run_dir).compare
     curve_seeds = cfg.curve_seeds or cfg.seeds
-    plan = [PlannedRun(v, s, layout.run_dir(v.label, s)) for v in variants for s in range(cfg.seeds)]
-    plan += [PlannedRun(v, s, layout.run_dir(v.label, s)) for v in curves for s in range(curve_seeds)]
-    plan += [PlannedRun(v, s, layout.run_dir(v.label, s)) for v in variants_after for s in range(cfg.seeds)]
-    return plan
+    groups = [
+        (variants, cfg.seeds),
+        (mixtures, curve_seeds),
+        (sweep, cfg.sweep_seeds or curve_seeds),
+        (variants_after, cfg.seeds),
+    ]
+    return [PlannedRun(v, s, layout.run_dir(v.label, s)) for group, n in groups for v in group for s in range(n)]
 
 
 def run_config(base: RunConfig, run: PlannedRun, train_tokens: int) -> RunConfig:
