@@ -32,6 +32,7 @@ from quadselect.data.storage import check_url, is_url, redact_url_credentials, u
 from quadselect.errors import ConfigError
 from quadselect.select.methods import METHODS, get_method, mix
 from quadselect.select.quad import QuadKnobs
+from quadselect.select.variants import variant_select_options
 
 SourceFormat = Literal["auto", "jsonl", "parquet", "hf_disk", "hf_hub"]
 
@@ -324,8 +325,11 @@ class _SelectTarget(_Strict):
     budget_fraction: float | None = Field(
         0.1, gt=0, le=1, description="Budget as a fraction of the pool's tokens (used when budget_tokens is null)."
     )
-    scorer: Literal["hook", "projected"] = Field(
-        "hook", description="Influence scorer: hooks + ghost norm (exact), or a random-projection sketch."
+    scorer: Literal["hook", "projected", "classifier"] = Field(
+        "hook",
+        description="What scores documents on demand: influence by hooks + ghost norm (exact) or by a "
+        "random-projection sketch, or the quality classifier's probability (`select.classifier`; for quad: the "
+        "bandit on a cheap signal).",
     )
     score_batch_size: int = Field(8, gt=0, description="Documents per scoring batch.")
 
@@ -386,6 +390,54 @@ class MixConfig(_Strict):
         return self
 
 
+class ClassifierConfig(_Strict):
+    """The quality classifier (docs/selection-methods.md, "The quality classifier"), read by the `classifier` method
+    and by `select.scorer: classifier`. By default a fastText classifier is trained as DCLM's was: the reference set
+    as positives against a seeded random sample of the pool as negatives, with word bigrams; or an existing model
+    scores instead (`model`: fastText, `hf_model`: a transformers sequence classifier)."""
+
+    model: InputPath | None = Field(
+        None, description="An existing fastText classifier (.bin) to score with instead of training one (as DCLM's)."
+    )
+    hf_model: str | None = Field(
+        None,
+        description="A transformers sequence-classification model (hub name or folder) to score with instead, as "
+        "FineWeb-Edu's classifier is used.",
+    )
+    label: str = Field(
+        "__label__hq",
+        description="The fastText label whose probability is the score (the label of the positives when training).",
+    )
+    hf_label: int | None = Field(
+        None,
+        ge=0,
+        description="hf_model: the class whose probability is the score. Null: the output itself for a one-output "
+        "(regression) model such as FineWeb-Edu's, the last class otherwise.",
+    )
+    negatives: int | None = Field(
+        None, gt=0, description="Pool documents sampled as negatives. Null: as many as there are positives."
+    )
+    heldout_fraction: float = Field(
+        0.1,
+        ge=0,
+        lt=0.5,
+        description="Share of positives and of negatives held out of training, to report accuracy and AUC.",
+    )
+    dim: int = Field(100, gt=0, description="fastText: word vector size.")
+    epoch: int = Field(5, gt=0, description="fastText: passes over the training examples.")
+    lr: float = Field(0.1, gt=0, description="fastText: learning rate.")
+    word_ngrams: int = Field(2, ge=1, description="fastText: word n-grams used as features (DCLM: bigrams).")
+    min_count: int = Field(1, ge=1, description="fastText: words seen fewer times are dropped.")
+    max_length: int = Field(512, gt=0, description="hf_model: tokens of a document read at most.")
+    batch_size: int = Field(32, gt=0, description="hf_model: documents per forward pass.")
+
+    @model_validator(mode="after")
+    def _one_model(self) -> ClassifierConfig:
+        if self.model is not None and self.hf_model is not None:
+            raise ValueError("give classifier.model (fastText) or classifier.hf_model (transformers), not both")
+        return self
+
+
 class SelectConfig(QuadKnobs, _SelectTarget):
     """How the selection is made: Quad or a baseline, to a token budget."""
 
@@ -396,6 +448,25 @@ class SelectConfig(QuadKnobs, _SelectTarget):
         "drop", description="Selected documents sharing long n-grams with reference/eval texts: drop, flag, or off."
     )
     decontaminate_ngram: int = Field(13, ge=4, description="n of the word n-grams checked for contamination.")
+    dedup: Literal["none", "semantic"] = Field(
+        "none",
+        description="semantic: before any method selects, drop semantic near-duplicates within each cluster "
+        "(SemDeDup; docs/selection-methods.md).",
+    )
+    dedup_epsilon: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="ε of semantic dedup: a document whose embedding has cosine similarity above 1 − ε to one kept "
+        "before it in its cluster is dropped.",
+    )
+    dedup_examples: int = Field(10, ge=0, description="Removed pairs listed in selection.json and the report.")
+    sampling: Literal["hard", "gumbel", "temperature"] = Field(
+        "hard",
+        description="topk_influence and classifier: the top scores (hard), or documents sampled without replacement "
+        "∝ exp(score/τ): on raw scores (gumbel, as MATES) or standardized ones (temperature, as QuRating).",
+    )
+    sampling_temperature: float = Field(1.0, gt=0, description="τ of the sampling (gumbel, temperature).")
     seed: int | None = Field(
         None,
         ge=0,
@@ -403,6 +474,7 @@ class SelectConfig(QuadKnobs, _SelectTarget):
         "run seed. Varying it repeats a selection without re-running the stages before select.",
     )
     mix: MixConfig = Field(default_factory=MixConfig)
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
 
 
 class ExportConfig(_Strict):
@@ -580,7 +652,9 @@ class CompareConfig(_Strict):
     methods: list[str] = Field(
         ["quad", "random", "topk_influence", "cluster_balanced", "perplexity", "dsir"],
         min_length=1,
-        description="Selection methods compared (registered names; mixtures go in compare.mixtures).",
+        description="Selection methods compared: registered names, each with optional modifiers 'name:mod:…' "
+        "(gumbel, temperature: sampled by score; classifier: quad on the classifier's score; dedup: semantic dedup "
+        "first). Mixtures go in compare.mixtures.",
     )
     ablations: list[Literal["mlp_only", "no_neighbours", "alpha0", "identity_hessian"]] = Field(
         list(QUAD_ABLATIONS), description="Variants of Quad compared with it: one part switched off each."
@@ -618,9 +692,9 @@ class CompareConfig(_Strict):
     @field_validator("methods", mode="after")
     @classmethod
     def _registered_methods(cls, value: list[str]) -> list[str]:
-        for name in value:
-            get_method(name)
-            if name == "mix":
+        for spec in value:
+            method, _ = variant_select_options(spec)
+            if method == "mix":
                 raise ValueError("compare a mixture through compare.mixtures ('a+b'), not compare.methods")
         return value
 

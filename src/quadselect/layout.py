@@ -172,6 +172,11 @@ class SelectFiles(SelectionFiles):
     def decontaminated(self) -> Path:
         return self.root / "decontaminated.json"
 
+    @property
+    def classifier(self) -> Path:
+        """The quality classifier trained for this selection (fastText's own .bin), when one was trained."""
+        return self.root / "classifier.bin"
+
 
 class ExportFiles(SelectionFiles):
     @property

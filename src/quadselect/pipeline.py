@@ -66,6 +66,7 @@ _SELECTION = (
         args=select_args,
         fn=run_select,
         help="Select documents to the token budget with Quad (or a baseline), then decontaminate.",
+        reads=("embed",),  # semantic dedup compares embeddings; cluster's fingerprint covers embed's
     ),
     Stage(
         name="export",

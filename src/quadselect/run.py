@@ -87,6 +87,10 @@ class Stage:
     args: ArgsFn
     fn: StageFn
     help: str
+    reads: tuple[str, ...] = ()
+    """Upstream stages it also reads that its fingerprint already depends on through `requires` (select reads the
+    embeddings, which cluster's fingerprint covers): given as inputs, never hashed twice, so that reading one more
+    upstream folder changes no fingerprint."""
 
 
 @dataclass
@@ -105,9 +109,13 @@ class Pipeline:
     stages: dict[str, Stage] = field(default_factory=dict)
 
     def register(self, stage: Stage) -> None:
-        for dep in stage.requires:
+        for dep in (*stage.requires, *stage.reads):
             if dep not in self.stages:
                 raise ValueError(f"stage {stage.name!r} requires unknown stage {dep!r}")
+        covered = {name for dep in stage.requires for name in self.closure(dep)}
+        for dep in stage.reads:
+            if dep not in covered:
+                raise ValueError(f"stage {stage.name!r} reads {dep!r}, which no stage it requires depends on")
         self.stages[stage.name] = stage
 
     def closure(self, target: str) -> list[str]:
@@ -281,7 +289,7 @@ class Runner:
             config=self.config,
             name=stage.name,
             work_dir=work,
-            inputs={dep: self.layout.stage_dir(dep) for dep in stage.requires},
+            inputs={dep: self.layout.stage_dir(dep) for dep in (*stage.requires, *stage.reads)},
             executor=executor,
         )
         log.info("%s: running -> %s", stage.name, final)

@@ -16,7 +16,7 @@ from quadselect.cli import app
 from quadselect.compare import driver
 from quadselect.compare.driver import compare
 from quadselect.compare.estimate import Rates, estimate_plan
-from quadselect.compare.plan import build_plan
+from quadselect.compare.plan import build_plan, run_config
 from quadselect.config import RunConfig, config_from_dict
 from quadselect.errors import ConfigError
 from quadselect.layout import CACHE_DIR, RunLayout
@@ -134,6 +134,39 @@ def test_the_plan_runs_methods_then_mixtures_then_quads_sweep_then_ablations_eac
         ("quad:tau90", 0),
         *[("quad:alpha0", s) for s in range(3)],
     ]
+
+
+def test_methods_with_modifiers_are_variants_with_their_select_options(eval_run: RunConfig, tmp_path: Path) -> None:
+    plan = {**PLAN, "methods": ["quad:classifier", "topk_influence", "topk_influence:gumbel", "classifier:dedup"]}
+    runs = {r.variant.label: r for r in build_plan(_with(eval_run, compare={**plan, "mixtures": []}))}
+    assert [label for label in runs] == [
+        "quad:classifier",
+        "topk_influence",
+        "topk_influence:gumbel",
+        "classifier:dedup",
+    ]
+    assert runs["quad:classifier"].variant.overrides == {"select": {"scorer": "classifier"}}
+    assert runs["topk_influence:gumbel"].variant.overrides == {"select": {"sampling": "gumbel"}}
+    assert runs["classifier:dedup"].variant.overrides == {"select": {"dedup": "semantic"}}
+    # Hard top-k ranks the pool: one selection for every seed; sampled top-k and the classifier draw with the seed.
+    seeded = {label: run.variant.seeded for label, run in runs.items()}
+    assert seeded == {
+        "quad:classifier": True,
+        "topk_influence": False,
+        "topk_influence:gumbel": True,
+        "classifier:dedup": True,
+    }
+    sampled = runs["topk_influence:gumbel"]
+    config = run_config(_with(eval_run, compare=plan), sampled, train_tokens=1000)
+    assert (config.select.method, config.select.sampling) == ("topk_influence", "gumbel")
+    assert config.select.seed == sampled.seed == 1
+    for bad, message in (
+        ("quad:gumbel", "'gumbel' applies to topk_influence, classifier only"),
+        ("random:fast", "unknown modifier 'fast'"),
+        ("classifier:gumbel:temperature", "two modifiers set select.sampling"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            _with(eval_run, compare={"methods": [bad]})
 
 
 def test_a_comparison_records_each_run_and_goes_on_from_the_records_alone_once_its_run_directories_are_gone(

@@ -81,6 +81,27 @@ def test_paired_comparisons_match_seeds_and_cover_the_claims_and_the_ablations()
         paired_comparisons([*runs, run("random", 0, 5.0, 6.5, 0)])
 
 
+def test_paired_comparisons_cover_the_classifier_and_method_variants_but_not_curve_points() -> None:
+    runs = [
+        *three_seeds(),
+        *[run("classifier", s, 3.5, 6.0, 0) for s in range(3)],
+        *[run("quad:classifier", s, 4.2, 5.0, 300) for s in range(3)],
+        *[run("topk_influence:gumbel", s, 3.9, 5.5, 9000) for s in range(3)],
+        *[run("perplexity:dedup", s, 5.0, 5.0, 0) for s in range(3)],  # not a claim baseline
+        *[{**run("quad:tau90", s, 3.9, 5.5, 900), "family": "quad", "position": 90.0} for s in range(3)],
+    ]
+    compared = list(dict.fromkeys(c["b"] for c in paired_comparisons(runs)))
+    assert compared == [
+        "random",
+        "cluster_balanced",
+        "dsir",
+        "topk_influence",
+        "classifier",
+        "quad:classifier",
+        "topk_influence:gumbel",
+    ]
+
+
 def test_pareto_front_and_thesis_checks_use_the_paired_test() -> None:
     entries = aggregate(RUNS)
     assert pareto_front(entries[:4]) == {"quad", "topk_influence", "cluster_balanced"}  # random is dominated by quad

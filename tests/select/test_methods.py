@@ -28,7 +28,7 @@ from quadselect.stages.select import ShardTexts
 from tests.select.test_dsir import CODE, COOKING, REFERENCE
 from tests.support import make_config, write_jsonl
 
-BUILT_IN = ["quad", "random", "topk_influence", "cluster_balanced", "perplexity", "dsir", "mix"]
+BUILT_IN = ["quad", "random", "topk_influence", "cluster_balanced", "perplexity", "dsir", "classifier", "mix"]
 
 
 def _pool(n_docs: int = 400, n_clusters: int = 6, seed: int = 0) -> dict[str, np.ndarray]:
@@ -86,7 +86,7 @@ def test_a_method_registered_later_is_accepted_by_the_config(monkeypatch: pytest
         SelectConfig(method="late")
     monkeypatch.setitem(METHODS, "late", Method("late", needs=frozenset(), select=METHODS["random"].select))
     assert SelectConfig(method="late").method == "late"
-    with pytest.raises(ValueError, match=r"registered methods are .*dsir, mix, late"):
+    with pytest.raises(ValueError, match=r"registered methods are .*dsir, classifier, mix, late"):
         SelectConfig(method="later")
 
 

@@ -280,7 +280,7 @@ def test_the_mix_section_checks_its_methods() -> None:
     with pytest.raises(
         ValueError,
         match=r"unknown method 'rnadom': a component is one of the registered methods "
-        r"quad, random, topk_influence, cluster_balanced, perplexity, dsir \[",
+        r"quad, random, topk_influence, cluster_balanced, perplexity, dsir, classifier \[",
     ):
         SelectConfig(mix={"first": "rnadom"})
     with pytest.raises(ValueError, match="'mix' is the mixture itself"):
@@ -349,12 +349,30 @@ def test_select_args_are_unchanged_for_every_method_but_mix(tmp_path: Path) -> N
     assert args == DEMO_SELECT_ARGS
     assert json.dumps(args, sort_keys=True) == json.dumps(DEMO_SELECT_ARGS, sort_keys=True)
     for method in METHODS:
-        if method == "mix":
+        if method in ("mix", "classifier"):  # their own sections count for them (below)
             continue
         config = _demo(tmp_path, method=method)
         assert select_args(config) == {**DEMO_SELECT_ARGS, "select": {**DEMO_SELECT_ARGS["select"], "method": method}}
-        # A mix section in a config that does not use it changes nothing either.
-        assert select_args(_demo(tmp_path, method=method, mix={"fraction": 0.25})) == select_args(config)
+        # A mix or classifier section in a config that does not use it changes nothing either; nor do the knobs of
+        # steps that are off (hard top-k, no dedup) at any value.
+        unused = {
+            "mix": {"fraction": 0.25},
+            "classifier": {"epoch": 9},
+            "dedup_epsilon": 0.2,
+            "sampling_temperature": 3,
+        }
+        assert select_args(_demo(tmp_path, method=method, **unused)) == select_args(config)
+
+
+def test_select_args_of_the_classifier_and_of_steps_switched_on_hold_their_knobs(tmp_path: Path) -> None:
+    classifier = select_args(_demo(tmp_path, method="classifier"))["select"]
+    assert classifier["classifier"]["word_ngrams"] == 2 and "mix" not in classifier
+    quad_on_classifier = select_args(_demo(tmp_path, scorer="classifier"))["select"]
+    assert quad_on_classifier["classifier"]["label"] == "__label__hq"
+    sampled = select_args(_demo(tmp_path, method="topk_influence", sampling="gumbel"))["select"]
+    assert (sampled["sampling"], sampled["sampling_temperature"]) == ("gumbel", 1.0)
+    deduped = select_args(_demo(tmp_path, dedup="semantic"))["select"]
+    assert (deduped["dedup"], deduped["dedup_epsilon"], deduped["dedup_examples"]) == ("semantic", 0.05, 10)
 
 
 def test_select_args_of_a_mixture_hold_its_section(tmp_path: Path) -> None:

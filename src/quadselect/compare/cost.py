@@ -44,7 +44,7 @@ def selection_cost(config: RunConfig) -> dict[str, Any]:
     fwd_bwd = 0
     if Need.POOL_SCORES in needs:
         fwd_bwd += int(np.minimum(n_tokens[eligible], window_cap).sum())
-    if Need.SCORER in needs:
+    if Need.SCORER in needs and config.select.scorer != "classifier":  # the classifier scorer runs no proxy
         rows = pq.read_table(layout.select.scored, columns=["row"])["row"].to_numpy()
         if Need.POOL_SCORES not in needs:
             fwd_bwd += int(np.minimum(n_tokens[rows], window_cap).sum())
@@ -52,6 +52,13 @@ def selection_cost(config: RunConfig) -> dict[str, Any]:
     params = proxy_parameters(config)
     return {
         "docs_scored": int(selection.get("docs_scored", 0)),
+        # Documents the quality classifier scored: the whole pool for `classifier`, Quad's on-demand picks for
+        # `select.scorer: classifier` (counted in docs_scored as well, since the bandit scored them).
+        "docs_classified": int(
+            selection.get(
+                "docs_classified", selection.get("docs_scored", 0) if config.select.scorer == "classifier" else 0
+            )
+        ),
         "proxy_tokens_fwd_bwd": fwd_bwd,
         "proxy_tokens_fwd": fwd,
         "proxy_flops": float(6 * params * fwd_bwd + 2 * params * fwd),

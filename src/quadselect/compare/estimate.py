@@ -152,8 +152,10 @@ def estimate_plan(
                 seconds += scored_tokens / rates.scorer_tps  # once: later runs read the cache
             if Need.POOL_LOSSES in needs and Need.POOL_LOSSES not in whole_pool_done:
                 seconds += forward_tokens / rates.forward_tps
-            if Need.SCORER in needs:
+            if Need.SCORER in needs and config.select.scorer != "classifier":
                 seconds += quad_share * pool_tokens.size * per_doc_scored / rates.scorer_tps
+            if Need.CLASSIFIER in needs or config.select.scorer == "classifier":
+                seconds += pool_tokens.sum() / 1e6  # fastText trains and classifies at about 1M tokens/s
             if Need.TEXTS in needs:
                 seconds += 2 * pool_tokens.sum() / 2e6  # DSIR hashes the pool's n-grams twice (≈ 2M tokens/s)
             whole_pool_done |= needs & {Need.POOL_SCORES, Need.POOL_LOSSES}

@@ -14,7 +14,7 @@ from typing import Any
 
 from quadselect.config import RunConfig, config_from_dict
 from quadselect.layout import RunLayout
-from quadselect.select.methods import get_method
+from quadselect.select.variants import variant_select_options
 
 # Each ablation switches off one part of Quad.
 ABLATION_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
@@ -42,16 +42,20 @@ class Variant:
     @property
     def seeded(self) -> bool:
         """Whether the selection draws at random (its seed varies with the run's); a method that ranks the pool
-        selects the same documents with every seed, so its one selection is trained with each."""
-        return self.method not in DETERMINISTIC
+        selects the same documents with every seed, so its one selection is trained with each, unless it samples
+        by score."""
+        sampled = self.overrides.get("select", {}).get("sampling", "hard") != "hard"
+        return self.method not in DETERMINISTIC or sampled
 
 
 # Methods whose selection depends on no seed: they rank the pool by a score.
 DETERMINISTIC = {"topk_influence", "perplexity"}
 
 
-def method_variant(name: str) -> Variant:
-    return Variant(name, name)
+def method_variant(spec: str) -> Variant:
+    """A method by name, with optional modifiers (`name:mod:…`, `quadselect.select.variants`)."""
+    method, options = variant_select_options(spec)
+    return Variant(spec, method, {"select": options} if options else {})
 
 
 def ablation_variant(name: str) -> Variant:
@@ -87,15 +91,15 @@ def build_plan(
     Quad's ablations: a comparison cut short has answered the main question first. `methods` / `ablations` narrow
     the configured lists. A quad sweep setting equal to the configured τ percentile is Quad itself, not run twice."""
     cfg = base.compare
-    for name in methods or []:
-        get_method(name)  # an unknown name fails here, listing the registered ones
+    for spec in methods or []:
+        variant_select_options(spec)  # an unknown name or modifier fails here, listing the allowed ones
     unknown = sorted(set(ablations or []) - set(ABLATION_OVERRIDES))
     if unknown:
         raise ValueError(f"unknown Quad ablation(s) {unknown}: the ablations are {', '.join(ABLATION_OVERRIDES)}")
     variants = [method_variant(m) for m in (methods if methods is not None else cfg.methods)]
     mixtures = [mixture_variant(f, share) for f in cfg.mixtures for share in cfg.mixture_fractions]
     sweep = []
-    if QUAD in [v.method for v in variants]:
+    if QUAD in [v.label for v in variants]:
         sweep = [sweep_variant(p) for p in cfg.quad_sweep if p != base.select.tau_percentile]
     variants_after = [ablation_variant(a) for a in (ablations if ablations is not None else cfg.ablations)]
     layout = RunLayout(base.run_dir).compare

@@ -36,7 +36,7 @@ HEADLINE = (
 FLOOR = "floor/"  # `floor/<metric>`: a unigram model fitted on the same selection, scored alike
 # A perplexity is the exponential of its loss: the paired test on the loss already says what it would.
 PAIRED_METRICS = tuple(m for m in HEADLINE if not m.endswith("_ppl"))
-CLAIM_BASELINES = ("random", "cluster_balanced", "dsir", "topk_influence")
+CLAIM_BASELINES = ("random", "cluster_balanced", "dsir", "topk_influence", "classifier")
 QUALITY_BASELINES = ("random", "cluster_balanced")
 ALPHA = 0.05
 CHOICE_CHANCE = 0.25  # the true continuation among 4 choices
@@ -176,6 +176,19 @@ def _mean(entry: dict[str, Any], metric: str) -> float | None:
     return entry["metrics"].get(metric, {}).get("mean")
 
 
+def _claim_variants(by_label: dict[str, dict[int, dict[str, Any]]], quad: str) -> list[str]:
+    """Method variants (`name:modifier`, not curve points) of Quad or of a claim baseline, in the order they ran:
+    sampled top-k, Quad on the classifier's score, a method after semantic dedup."""
+    bases = {quad, *CLAIM_BASELINES}
+    return [
+        label
+        for label, runs in by_label.items()
+        if ":" in label
+        and label.split(":")[0] in bases
+        and not any(r.get("family") or r.get("ablation") for r in runs.values())
+    ]
+
+
 def paired_comparisons(runs: Sequence[dict[str, Any]], quad: str = "quad", *, seed: int = 0) -> list[dict[str, Any]]:
     """Quad against each method a claim is about (`CLAIM_BASELINES`) and each of its ablations, on every headline
     metric both measured: runs matched by seed (the training seed), a = Quad, b = the other method.
@@ -190,7 +203,7 @@ def paired_comparisons(runs: Sequence[dict[str, Any]], quad: str = "quad", *, se
     if quad not in by_label:
         return []
     ablations = [label for label, r in by_label.items() if any(x.get("ablation") for x in r.values())]
-    others = [b for b in CLAIM_BASELINES if b in by_label] + ablations
+    others = [b for b in CLAIM_BASELINES if b in by_label] + _claim_variants(by_label, quad) + ablations
     rows = []
     for other in others:
         a, b = by_label[quad], by_label[other]

@@ -146,11 +146,13 @@ def checks_markdown(checks: Sequence[dict[str, Any]]) -> str:
 
 
 def cost_table(entries: Sequence[dict[str, Any]]) -> str:
-    """What each selection cost (mean over seeds): documents scored, proxy tokens through forward+backward and
-    forward-only passes, proxy FLOPs (`compare/cost.py`), and the select stage's wall time."""
+    """What each selection cost (mean over seeds): documents scored, documents classified (by the quality
+    classifier), proxy tokens through forward+backward and forward-only passes, proxy FLOPs (`compare/cost.py`), and
+    the select stage's wall time."""
     lines = [
-        "| method | docs scored | proxy tokens fwd+bwd | proxy tokens fwd | proxy FLOPs | select wall (s) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| method | docs scored | docs classified | proxy tokens fwd+bwd | proxy tokens fwd | proxy FLOPs "
+        "| select wall (s) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for e in entries:
         cost = e.get("cost", {})
@@ -160,7 +162,8 @@ def cost_table(entries: Sequence[dict[str, Any]]) -> str:
             return "–" if value is None else format(value, fmt)
 
         lines.append(
-            f"| `{e['method']}` | {cell('docs_scored', ',.0f')} | {cell('proxy_tokens_fwd_bwd', ',.0f')} | "
+            f"| `{e['method']}` | {cell('docs_scored', ',.0f')} | {cell('docs_classified', ',.0f')} | "
+            f"{cell('proxy_tokens_fwd_bwd', ',.0f')} | "
             f"{cell('proxy_tokens_fwd', ',.0f')} | {cell('proxy_flops', '.2e')} | {cell('select_wall_s', ',.1f')} |"
         )
     return "\n".join(lines)

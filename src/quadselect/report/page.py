@@ -164,9 +164,13 @@ def _run_section(content: Content, tables: list[str]) -> str:
                    "tokens, influence is computed in the proxy's.</p>")
     keys = ("method", "budget_tokens", "tokens_selected", "docs_selected", "pool_docs", "pool_tokens", "docs_scored",
             "fraction_scored", "rounds", "stop_reason", "tau", "alpha", "arms_per_round", "docs_per_arm",
-            "chunk_tokens", "gamma", "clusters_used", "clusters", "contaminated", "decontaminate", "select_wall_s",
-            "tokenizer_matches_proxy")
+            "chunk_tokens", "gamma", "clusters_used", "clusters", "contaminated", "decontaminate", "dedup",
+            "dedup_epsilon", "dedup_removed_docs", "dedup_removed_tokens", "sampling", "sampling_temperature",
+            "docs_classified", "select_wall_s", "tokenizer_matches_proxy")
     rows = [[_td(k), _td(_fmt(sel[k]), num=type(sel[k]) in (int, float))] for k in keys if k in sel]
+    classifier = sel.get("classifier") or {}
+    rows += [[_td(f"classifier {k}"), _td(_fmt(v), num=type(v) in (int, float))] for k, v in classifier.items()
+             if v is not None]
     selection = "<h3>Selection</h3>" + _table("summary", ["quantity", "value"], rows, tables)
     stage_rows = [
         [_td(s.name), _td(f"{s.wall_s:.1f}s", num=True), _td(s.finished[:19].replace("T", " ")),
@@ -176,9 +180,23 @@ def _run_section(content: Content, tables: list[str]) -> str:
     header = ["stage", "wall time", "finished", "arguments (non-default)"]
     stages = "<h3>Stages</h3>" + _table("stages", header, stage_rows, tables) + _figure(content, "timings")
     out.append(_row(selection, stages))
+    if sel.get("dedup_examples"):
+        out.append(_dedup_examples(sel, tables))
     out.append(f"<details><summary>Resolved configuration (config.resolved.yaml)</summary><pre>{_e(art.config_yaml)}"
                "</pre></details>")
     return "\n".join(out)
+
+
+def _dedup_examples(sel: dict[str, Any], tables: list[str]) -> str:
+    """Semantic dedup's removed pairs nearest the threshold: whether ε removes what it should."""
+    rows = [[_td(f"{p['similarity']:.4f}", num=True), _td(p["removed"]), _td(p["removed_text"], cls="snippet"),
+             _td(p["kept"]), _td(p["kept_text"], cls="snippet")] for p in sel["dedup_examples"]]
+    intro = (f"<h3>Semantic dedup</h3><p>{sel['dedup_removed_docs']:,} documents "
+             f"({sel['dedup_removed_tokens']:,} tokens) were near-duplicates (cosine similarity above "
+             f"1 − ε = {1 - sel['dedup_epsilon']:.4g}) of a document kept in their cluster and were not candidates. "
+             "The removed pairs least similar, nearest the threshold:</p>")
+    header = ["similarity", "removed", "removed text", "kept", "kept text"]
+    return intro + _table("dedup-examples", header, rows, tables, scroll=True)
 
 
 def _fmt(value: Any) -> str:

@@ -10,6 +10,7 @@ from typing import Literal
 import numpy as np
 
 from quadselect.select.budget import as_token_counts, take_to_budget
+from quadselect.select.sampling import Sampling, score_order
 
 
 def random_selection(n_tokens: np.ndarray, budget_tokens: int, seed: int = 0) -> np.ndarray:
@@ -20,14 +21,20 @@ def random_selection(n_tokens: np.ndarray, budget_tokens: int, seed: int = 0) ->
     return take_to_budget(order, n_tokens, budget_tokens)
 
 
-def topk_selection(scores: np.ndarray, n_tokens: np.ndarray, budget_tokens: int) -> np.ndarray:
+def topk_selection(
+    scores: np.ndarray,
+    n_tokens: np.ndarray,
+    budget_tokens: int,
+    sampling: Sampling = "hard",
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> np.ndarray:
     """The highest-scoring documents up to the budget (quality without diversity; it needs the whole pool scored,
-    the cost Quad avoids). Ties keep pool order; documents with a non-finite score are never taken."""
+    the cost Quad avoids), or documents sampled by score (`sampling`, `quadselect.select.sampling`). Hard top-k
+    keeps ties in pool order; documents with a non-finite score are never taken."""
     n_tokens = as_token_counts(n_tokens)
     scores = _aligned(scores, n_tokens, "scores")
-    finite = np.flatnonzero(np.isfinite(scores))
-    order = finite[np.argsort(-scores[finite], kind="stable")]
-    return take_to_budget(order, n_tokens, budget_tokens)
+    return take_to_budget(score_order(scores, sampling, temperature, seed), n_tokens, budget_tokens)
 
 
 def cluster_balanced_selection(

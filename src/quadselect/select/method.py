@@ -35,6 +35,9 @@ class Need(enum.Enum):
     """Influence of every eligible document, computed before the method runs (the whole pool is scored)."""
     POOL_LOSSES = ("pool_losses",)
     """The proxy's mean next-token loss of every eligible document."""
+    CLASSIFIER = ("classifier_scores", "classifier_report")
+    """The quality classifier's score of every eligible document (`select.classifier`: trained on the reference set
+    against pool negatives, or an existing model), and what `selection.json` says of the classifier."""
     TEXTS = ("texts",)
     """The eligible documents' texts in order, streamed: re-iterable, read from disk on each pass."""
     REFERENCE_TEXTS = ("reference_texts",)
@@ -73,6 +76,8 @@ class SelectionInputs:
     score: ScoreFn | None = None
     pool_scores: np.ndarray | None = None
     pool_losses: np.ndarray | None = None
+    classifier_scores: np.ndarray | None = None
+    classifier_report: Mapping[str, Any] | None = None
     texts: Iterable[str] | None = None
     reference_texts: Iterable[str] | None = None
     checkpoint: Checkpoint | None = None

@@ -44,6 +44,7 @@ from quadselect.cluster import load_neighbour_graph
 from quadselect.config import RunConfig, SelectConfig
 from quadselect.data.shards import ShardSet, read_rows
 from quadselect.device import describe_device
+from quadselect.embed.files import open_embedding_shards
 from quadselect.engine import WorkerPool
 from quadselect.errors import ConfigError
 from quadselect.influence.ekfac import FACTORS_FILE
@@ -63,19 +64,43 @@ from quadselect.progress import ProgressBar, progress_bar
 from quadselect.run import StageContext, stage_status
 from quadselect.run_store import RunLocation
 from quadselect.select import NgramIndex, find_contamination
+from quadselect.select.classifier import (
+    FastTextScorer,
+    FastTextSettings,
+    HFSequenceScorer,
+    TextScorer,
+    score_stream,
+    train_fasttext,
+)
 from quadselect.select.decontaminate import shard_contamination
 from quadselect.select.method import Method, Need, Selection, SelectionInputs
 from quadselect.select.methods import get_method
+from quadselect.select.semdedup import semantic_dedup
 from quadselect.stages.workers import BATCHES_PER_TASK, LossWorker, ScoringWorker
 
 log = logging.getLogger(__name__)
 
+DEDUP_SNIPPET_CHARS = 200
+"""Characters of each document of a removed pair shown in selection.json."""
+
 
 def select_args(config: RunConfig) -> dict[str, Any]:
-    """The select section and the seed. `select.mix` only counts for the `mix` method: left out otherwise, so that
-    adding it changed no other selection's fingerprint (a finished run is still reused)."""
-    unused = {"mix"} if config.select.method != "mix" else None
-    return {"select": config.select.model_dump(mode="json", exclude=unused), "seed": config.seed}
+    """The select section and the seed, less the knobs of what this selection does not use: `select.mix` outside
+    the `mix` method, `select.classifier` where no classifier scores, the sampling knobs under hard top-k and the
+    dedup knobs with dedup off. A knob added later then changes the fingerprint of no selection that does not use it
+    (its finished runs and recorded comparisons are still reused)."""
+    cfg = config.select
+    uses = {cfg.method, cfg.mix.first, cfg.mix.second} if cfg.method == "mix" else {cfg.method}
+    unused = set()
+    if "mix" not in uses:
+        unused.add("mix")
+    if "classifier" not in uses and cfg.scorer != "classifier":
+        unused.add("classifier")
+    if cfg.sampling == "hard":
+        unused |= {"sampling", "sampling_temperature"}
+    if cfg.dedup == "none":
+        unused |= {"dedup", "dedup_epsilon", "dedup_examples"}
+    return {"select": cfg.model_dump(mode="json", exclude=unused), "seed": config.seed}
 
 
 def selection_seed(ctx: StageContext) -> int:
@@ -109,6 +134,9 @@ def run_select(ctx: StageContext) -> dict[str, Any]:
 
     excluded = _contaminated_pool_rows(ctx, pool, cfg) if cfg.decontaminate == "drop" else np.zeros(0, np.int64)
     eligible = np.setdiff1d(np.arange(n_tokens.size), excluded)
+    dedup_summary: dict[str, Any] = {}
+    if cfg.dedup == "semantic":
+        eligible, dedup_summary = _semantic_dedup(ctx, pool, assignments, eligible, cluster_ids)
 
     start = time.perf_counter()
     with ExitStack() as stack:
@@ -167,11 +195,68 @@ def run_select(ctx: StageContext) -> dict[str, Any]:
         "tokens_by_source": {r["source"]: int(r["n_tokens_sum"]) for r in sorted(sources, key=lambda r: r["source"])},
         **selection.summary,
     }
+    if needs.classifier_report is not None:
+        summary["classifier"] = needs.classifier_report
+    summary.update(dedup_summary)
     summary["fraction_scored"] = round(summary["docs_scored"] / max(1, summary["pool_docs"]), 4)
     summary.update(_tokenizer_note(ctx))
     summary["selection_sha256"] = selection_sha256(manifest["doc_id"].to_pylist())
     write_json(out.selection, {**summary, "audit": _audit(ctx, needs.scoring)})
     return summary
+
+
+def _semantic_dedup(
+    ctx: StageContext, pool: ShardSet, assignments: pa.Table, eligible: np.ndarray, cluster_ids: np.ndarray
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The eligible rows left after semantic dedup within clusters (`quadselect.select.semdedup`), and what
+    `selection.json` says of it: how many documents and tokens were removed, and the removed pairs nearest the
+    threshold (those show whether ε is too loose), with snippets. Reads one cluster's embeddings at a time."""
+    cfg = ctx.config.select
+    shards = open_embedding_shards(ctx.input("embed"))
+    starts = np.cumsum([0] + [array.shape[0] for array in shards])
+    centroids = np.load(ClusterFiles(ctx.input("cluster")).centroids)
+
+    def embeddings_of(positions: np.ndarray) -> np.ndarray:
+        rows = eligible[positions]
+        shard_of = np.searchsorted(starts, rows, side="right") - 1
+        out = np.empty((rows.size, centroids.shape[1]), dtype=np.float32)
+        for shard in np.unique(shard_of):
+            here = shard_of == shard
+            out[here] = shards[shard][rows[here] - starts[shard]]
+        return out
+
+    with progress_bar("select: semantic dedup", total=int(eligible.size), unit="docs") as bar:
+        result = semantic_dedup(cluster_ids[eligible], centroids, embeddings_of, cfg.dedup_epsilon, bar.update)
+    removed, kept_for = eligible[result.removed], eligible[result.duplicate_of]
+    n_tokens = assignments["n_tokens"].to_numpy()
+    log.info(
+        "select: semantic dedup (ε = %g) removed %d of %d eligible documents (%d tokens)",
+        cfg.dedup_epsilon,
+        removed.size,
+        eligible.size,
+        int(n_tokens[removed].sum()),
+    )
+    shown = np.argsort(result.similarity, kind="stable")[: cfg.dedup_examples]  # nearest the threshold first
+    texts = read_rows(pool, np.r_[removed[shown], kept_for[shown]], ["text"])["text"].to_pylist()
+    doc_ids = assignments["doc_id"]
+    examples = [
+        {
+            "removed": doc_ids[int(removed[i])].as_py(),
+            "kept": doc_ids[int(kept_for[i])].as_py(),
+            "similarity": round(float(result.similarity[i]), 4),
+            "removed_text": texts[j][:DEDUP_SNIPPET_CHARS],
+            "kept_text": texts[shown.size + j][:DEDUP_SNIPPET_CHARS],
+        }
+        for j, i in enumerate(shown)
+    ]
+    summary = {
+        "dedup": "semantic",
+        "dedup_epsilon": cfg.dedup_epsilon,
+        "dedup_removed_docs": int(removed.size),
+        "dedup_removed_tokens": int(n_tokens[removed].sum()),
+        "dedup_examples": examples,
+    }
+    return eligible[result.kept], summary
 
 
 def _tokenizer_note(ctx: StageContext) -> dict[str, Any]:
@@ -221,6 +306,7 @@ class _Needs:
         self.cluster_ids, self.cluster_summary = cluster_ids, cluster_summary
         self.method, self.budget = method, budget
         self.pool_scores: np.ndarray | None = None
+        self.classifier_report: dict[str, Any] | None = None  # set when the on-demand scorer is the classifier
         self.scoring: dict[str, Any] | None = None  # the dtype and device the proxy's workers ran in, when used
 
     def build(self, needs: Iterable[Need]) -> dict[str, Any]:
@@ -231,6 +317,7 @@ class _Needs:
             Need.SCORER: self._scorer,
             Need.POOL_SCORES: self._pool_scores,
             Need.POOL_LOSSES: self._pool_losses,
+            Need.CLASSIFIER: self._classifier,
             Need.TEXTS: self._texts,
             Need.REFERENCE_TEXTS: self._reference_texts,
             Need.CHECKPOINT: self._checkpoint,
@@ -253,6 +340,8 @@ class _Needs:
         return {"neighbours": graph, "gamma": float(self.cluster_summary["gamma"])}
 
     def _scorer(self) -> dict[str, Any]:
+        if self.ctx.config.select.scorer == "classifier":
+            return {"score": self._classifier_on_demand()}
         workers = self.stack.enter_context(self.ctx.executor.pool(_scoring_worker(self.ctx)))
         self.scoring = next(workers.map("precision", [None]))
         batch_size = self.ctx.config.select.score_batch_size
@@ -263,9 +352,74 @@ class _Needs:
 
         return {"score": score}
 
+    def _classifier_on_demand(self) -> Callable[[np.ndarray], np.ndarray]:
+        """The quality classifier's probability as the on-demand scorer (`select.scorer: classifier`): the bandit on
+        a cheap signal instead of influence. Its report goes to `selection.json` as `classifier`."""
+        scorer, self.classifier_report = self._quality_classifier()
+
+        def score(positions: np.ndarray) -> np.ndarray:
+            return scorer.score(read_rows(self.pool, self.eligible[positions], ["text"])["text"].to_pylist())
+
+        return score
+
+    def _classifier(self) -> dict[str, Any]:
+        """The quality classifier's score of every eligible document, streamed shard by shard."""
+        scorer, report = self._quality_classifier()
+        parts = []
+        with progress_bar("select: classifying the pool", total=int(self.eligible.size), unit="docs") as bar:
+            for part in score_stream(scorer, ShardTexts(self.pool, self.eligible)):
+                parts.append(part)
+                bar.update(part.size)
+        scores = np.concatenate(parts) if parts else np.zeros(0)
+        log.info("select: classified %d pool documents (mean score %.3f)", scores.size, scores.mean() if parts else 0)
+        return {"classifier_scores": scores, "classifier_report": report}
+
+    def _quality_classifier(self) -> tuple[TextScorer, dict[str, Any]]:
+        """The classifier `select.classifier` names: a transformers or fastText model given, or a fastText model
+        trained here on the reference set against a seeded sample of the eligible pool, saved in the stage folder."""
+        cfg = self.ctx.config.select.classifier
+        if cfg.hf_model is not None:
+            hf = HFSequenceScorer.load(
+                cfg.hf_model, label=cfg.hf_label, max_length=cfg.max_length, batch_size=cfg.batch_size
+            )
+            return hf, {"kind": "transformers", "model": cfg.hf_model, "label": hf.label}
+        if cfg.model is not None:
+            return FastTextScorer.load(cfg.model, cfg.label), {"kind": "fasttext", "model": str(cfg.model)}
+        positives = self._reference_texts()["reference_texts"]
+        wanted = cfg.negatives if cfg.negatives is not None else len(positives)
+        rng = np.random.default_rng(selection_seed(self.ctx))
+        sample = np.sort(rng.choice(self.eligible.size, size=min(wanted, self.eligible.size), replace=False))
+        negatives = read_rows(self.pool, self.eligible[sample], ["text"])["text"].to_pylist()
+        path = SelectFiles(self.ctx.work_dir).classifier
+        settings = FastTextSettings(cfg.dim, cfg.epoch, cfg.lr, cfg.word_ngrams, cfg.min_count)
+        scorer, report = train_fasttext(
+            positives,
+            negatives,
+            path,
+            label=cfg.label,
+            settings=settings,
+            heldout_fraction=cfg.heldout_fraction,
+            seed=selection_seed(self.ctx),
+        )
+        log.info(
+            "select: trained a fastText classifier on %d reference and %d pool documents (held-out accuracy %s, "
+            "AUC %s) -> %s",
+            report.train_positives,
+            report.train_negatives,
+            report.heldout_accuracy,
+            report.heldout_auc,
+            path,
+        )
+        return scorer, {"kind": "fasttext-trained", "model": path.name, **report.as_dict()}
+
     def _pool_scores(self) -> dict[str, Any]:
         """Influence of every pool document (scored shard by shard, resumable): the cost top-k pays, Quad avoids."""
         cfg = self.ctx.config
+        if cfg.select.scorer == "classifier":
+            raise ConfigError(
+                f"select.scorer: classifier scores on demand, for quad; {cfg.select.method} ranks the whole pool by "
+                "influence. To rank it by the classifier use select.method: classifier."
+            )
         settings = {
             "factors": cfg.factors.model_dump(mode="json"),
             "scorer": cfg.select.scorer,

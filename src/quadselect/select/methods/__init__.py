@@ -8,7 +8,16 @@ inputs it declares and calls it.
 from __future__ import annotations
 
 from quadselect.select.method import Method
-from quadselect.select.methods import cluster_balanced, dsir, mix, perplexity, quad, random, topk_influence
+from quadselect.select.methods import (
+    classifier,
+    cluster_balanced,
+    dsir,
+    mix,
+    perplexity,
+    quad,
+    random,
+    topk_influence,
+)
 
 METHODS: dict[str, Method] = {}
 """Registered methods by name, in registration order (the order the configuration reference lists them in)."""
@@ -35,4 +44,5 @@ register(topk_influence.METHOD)
 register(cluster_balanced.METHOD)
 register(perplexity.METHOD)
 register(dsir.METHOD)
+register(classifier.METHOD)
 register(mix.METHOD)
