@@ -227,6 +227,7 @@ def score_file(
     from quadselect.data.normalize import IdRegistry, iter_documents
     from quadselect.data.problems import ProblemReport
     from quadselect.errors import InputDataError
+    from quadselect.influence.lowrank import NormSketch
     from quadselect.stages.workers import load_scorer
 
     config = _config(run)
@@ -245,7 +246,10 @@ def score_file(
             f"{docs}: no document has a usable {id_field!r} field. Name the field that holds the ids "
             "(--id-field), or leave it out to use `id` where documents have one and generated ids elsewhere."
         )
-    scorer = load_scorer(layout, config.factors, batch_size=batch_size)
+    # The sketch's Ω from the selection's seed, as the select stage draws it (stages/select.py::selection_seed).
+    seed = config.select.seed if config.select.seed is not None else config.seed_for("select")
+    sketch = NormSketch(config.select.norm_sketch_dim, seed) if config.select.norm == "sketch" else None
+    scorer = load_scorer(layout, config.factors, batch_size=batch_size, norm_sketch=sketch)
     scores, losses = scorer.score_texts([d.text for d in documents])
     return [
         {"doc_id": doc.doc_id, "score": float(score), "loss": float(loss), "text": doc.text}

@@ -308,6 +308,13 @@ class ReferenceConfig(_Strict):
     )
     max_docs: int | None = Field(None, gt=0, description="Use at most this many reference documents (seeded).")
     batch_size: int = Field(8, gt=0, description="Documents per batch.")
+    rank: int | None = Field(
+        None,
+        ge=1,
+        description="Store each layer's ĝ_R as its best rank-r approximation (truncated SVD), so scoring costs "
+        "r·(d_in + d_out) a token per layer instead of d_in·d_out; the energy kept per layer goes to the stage's "
+        "summary. Null: exact (docs/method.md, 'Scoring at the floor').",
+    )
 
 
 _METHOD_NAMES = tuple(METHODS)
@@ -332,6 +339,13 @@ class _SelectTarget(_Strict):
         "bandit on a cheap signal).",
     )
     score_batch_size: int = Field(8, gt=0, description="Documents per scoring batch.")
+    norm: Literal["exact", "sketch"] = Field(
+        "exact",
+        description="The document gradient's norm (the cosine's denominator): exact, or estimated with a seeded "
+        "Rademacher sketch of norm_sketch_dim columns where that is cheaper (relative error of the norm ≲ 1/√(2k); "
+        "docs/method.md).",
+    )
+    norm_sketch_dim: int = Field(256, gt=0, description="k: columns of the norm sketch.")
 
     @field_validator("method", mode="plain")
     @classmethod

@@ -36,8 +36,11 @@ def runs(ray_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     root = tmp_path_factory.mktemp("engines")
     write_topic_pool(root)
     dirs = {}
+    # ĝ_R at rank 2 and the sketched norm: the Ray workers load the factored direction and draw the same Ω (the
+    # exact path is the same worker code with both off).
+    floor = {"reference": {"rank": 2}, "select": {"norm": "sketch", "norm_sketch_dim": 4}}
     for engine in ("local", "ray"):
-        config = load_config(write_config(root, engine, engine=engine, ray=RAY))
+        config = load_config(write_config(root, engine, engine=engine, ray=RAY, **floor))
         run_pipeline(config, until="export")
         dirs[engine] = config.run_dir
     dirs["root"] = root

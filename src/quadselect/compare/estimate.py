@@ -89,9 +89,8 @@ def _measured_scoring(base: RunConfig) -> tuple[float, float]:
     table = read_rows(pool, rows, ["text", "n_tokens"])
     texts, n_tokens = table["text"].to_pylist(), table["n_tokens"].to_numpy()
     cap = base.factors.max_length
-    scorer = load_scorer(
-        layout, base.factors, method=base.select.scorer, batch_size=base.select.score_batch_size, seed=base.seed
-    )
+    method = "projected" if base.select.scorer == "projected" else "hook"  # the influence scorer, whatever Quad uses
+    scorer = load_scorer(layout, base.factors, method=method, batch_size=base.select.score_batch_size, seed=base.seed)
     scorer.score_texts(texts[: base.select.score_batch_size])
     start = time.perf_counter()
     scorer.score_texts(texts)
@@ -155,7 +154,7 @@ def estimate_plan(
             if Need.SCORER in needs and config.select.scorer != "classifier":
                 seconds += quad_share * pool_tokens.size * per_doc_scored / rates.scorer_tps
             if Need.CLASSIFIER in needs or config.select.scorer == "classifier":
-                seconds += pool_tokens.sum() / 1e6  # fastText trains and classifies at about 1M tokens/s
+                seconds += pool_tokens.sum() / 7e5  # fastText classifies ≈ 0.7M tokens/s (2 cores), training as long
             if Need.TEXTS in needs:
                 seconds += 2 * pool_tokens.sum() / 2e6  # DSIR hashes the pool's n-grams twice (≈ 2M tokens/s)
             whole_pool_done |= needs & {Need.POOL_SCORES, Need.POOL_LOSSES}

@@ -97,6 +97,17 @@ class LayerSpec:
         wa = w.t()[a] if self.kind == "embedding" else a @ w.t()
         return (wa * g).sum(dim=(1, 2))
 
+    def factored_grad_dot(self, a: Tensor, g: Tensor, left: Tensor, right: Tensor) -> Tensor:
+        """⟨L Rᵀ, Σ_t g_t a_tᵀ⟩ = Σ_t (Lᵀ g_t)·(Rᵀ a_t) per document, r·(d_out + d_in) a token: (B,)."""
+        ar = right[a] if self.kind == "embedding" else a @ right
+        return ((g @ left) * ar).sum(dim=(1, 2))
+
+    def sketched_sq_norm(self, a: Tensor, g: Tensor, omega: Tensor) -> Tensor:
+        """‖(Σ_t g_t a_tᵀ) Ω‖² = ‖Σ_t g_t (a_tᵀ Ω)‖² per document, an unbiased estimate of the squared gradient norm
+        for Ω of ±1/√k entries (`quadselect.influence.lowrank`): T·k·(d_out + d_in) a document. (B,)."""
+        a_omega = omega[a] if self.kind == "embedding" else a @ omega
+        return torch.bmm(g.transpose(1, 2), a_omega).square().sum(dim=(1, 2))
+
     def ghost_sq_norm(self, a: Tensor, g: Tensor) -> Tensor:
         """Ghost norm ‖Σ_t g_t a_tᵀ‖² = Σ_{t,t'} (g_tᵀg_t')(a_tᵀa_t') per document: (B,)."""
         gram_g = torch.bmm(g, g.transpose(1, 2))

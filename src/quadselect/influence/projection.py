@@ -10,8 +10,6 @@ must be reused (many reference sets, clustering); the scores approximate the hoo
 
 from __future__ import annotations
 
-import zlib
-
 import torch
 from torch import Tensor, nn
 
@@ -19,14 +17,8 @@ from quadselect.influence.factors import context_length
 from quadselect.influence.hooks import TappedModel, accumulate, compute_dtype
 from quadselect.influence.layers import LayerSpec
 from quadselect.influence.loss import Chunk
+from quadselect.influence.lowrank import Direction, dense, layer_seed, rademacher
 from quadselect.influence.scoring import ScoreResult, check_direction, cosine, window_average
-
-
-def rademacher(rows: int, cols: int, seed: int, dtype: torch.dtype) -> Tensor:
-    """A (rows, cols) matrix of ±1/√rows, reproducible from ``seed``."""
-    generator = torch.Generator().manual_seed(seed)
-    signs = torch.randint(0, 2, (rows, cols), generator=generator).to(dtype) * 2 - 1
-    return signs / rows**0.5
 
 
 class ProjectedScorer:
@@ -41,13 +33,14 @@ class ProjectedScorer:
         self,
         model: nn.Module,
         layers: dict[str, LayerSpec],
-        g_hat: dict[str, Tensor],
+        g_hat: Direction,
         *,
         k: int = 16,
         seed: int = 0,
         max_length: int | None = None,
     ) -> None:
         check_direction(g_hat, layers)
+        g_hat = dense(g_hat)  # a rank-r ĝ is sketched as the matrix it stands for
         self.model = model
         self.layers = layers
         self.max_length = max_length or context_length(model)
@@ -55,9 +48,9 @@ class ProjectedScorer:
         dtype = compute_dtype(model)
         self.projections: dict[str, tuple[Tensor, Tensor]] = {}
         for name, spec in layers.items():
-            layer_seed = seed * 1_000_003 + zlib.crc32(name.encode())
-            p_out = rademacher(min(k, spec.d_out), spec.d_out, layer_seed, dtype).to(device)
-            p_in = rademacher(min(k, spec.d_in), spec.d_in, layer_seed + 1, dtype).to(device)
+            own_seed = layer_seed(seed, name)
+            p_out = rademacher(min(k, spec.d_out), spec.d_out, own_seed, dtype).to(device)
+            p_in = rademacher(min(k, spec.d_in), spec.d_in, own_seed + 1, dtype).to(device)
             self.projections[name] = (p_out, p_in)
         self.projected_g_hat = torch.cat(
             [

@@ -30,6 +30,7 @@ from quadselect.influence.factors import context_length
 from quadselect.influence.hooks import TappedModel, accumulate, compute_dtype
 from quadselect.influence.layers import LayerSpec
 from quadselect.influence.loss import Chunk, split_long_documents
+from quadselect.influence.lowrank import Direction, Factored, NormSketch
 
 ScoreMethod = Literal["auto", "ghost", "explicit"]
 
@@ -54,8 +55,17 @@ def use_ghost_norm(spec: LayerSpec, n_tokens: int) -> bool:
     return spec.kind == "embedding" or n_tokens * (spec.d_in + spec.d_out) < spec.d_in * spec.d_out
 
 
-def check_direction(g_hat: dict[str, Tensor], layers: dict[str, LayerSpec]) -> None:
-    """Raise unless ĝ_R has exactly one (d_out, d_in) tensor per tracked layer."""
+def use_norm_sketch(spec: LayerSpec, n_tokens: int, k: int, ghost: bool) -> bool:
+    """Whether the sketched norm (T·k·(d_in + d_out) a document; for an embedding T·k·d_out, its input side a row
+    lookup) is cheaper than the exact norm the layer would use: the ghost norm's T²·(d_in + d_out) (an embedding's
+    T²·d_out) or the explicit gradient's T·d_in·d_out. Where it is not, the norm stays exact."""
+    width = spec.d_out if spec.kind == "embedding" else spec.d_in + spec.d_out
+    exact = n_tokens * n_tokens * width if ghost else n_tokens * spec.d_in * spec.d_out
+    return n_tokens * k * width < exact
+
+
+def check_direction(g_hat: Direction, layers: dict[str, LayerSpec]) -> None:
+    """Raise unless ĝ_R has exactly one (d_out, d_in) tensor, or factorisation, per tracked layer."""
     if set(g_hat) != set(layers):
         raise KeyError(
             f"reference direction layers {sorted(g_hat)} differ from tracked layers "
@@ -107,10 +117,11 @@ class InfluenceScorer:
         self,
         model: nn.Module,
         layers: dict[str, LayerSpec],
-        g_hat: dict[str, Tensor],
+        g_hat: Direction,
         *,
         method: ScoreMethod = "auto",
         max_length: int | None = None,
+        norm_sketch: NormSketch | None = None,
     ) -> None:
         check_direction(g_hat, layers)
         self.model = model
@@ -120,6 +131,12 @@ class InfluenceScorer:
         device = next(model.parameters()).device
         dtype = compute_dtype(model)
         self.g_hat = {name: g.to(device, dtype) for name, g in g_hat.items()}
+        self.norm_sketch = norm_sketch
+        self.omega = (
+            {name: norm_sketch.omega(name, spec.d_in, device, dtype) for name, spec in layers.items()}
+            if norm_sketch is not None
+            else {}
+        )
 
     def _use_ghost(self, spec: LayerSpec, n_tokens: int) -> bool:
         if self.method == "auto":
@@ -131,11 +148,17 @@ class InfluenceScorer:
 
         def collect(spec: LayerSpec, a: Tensor, g: Tensor) -> None:
             w = self.g_hat[spec.name]
-            if self._use_ghost(spec, a.shape[1]):
-                dot, sq = spec.grad_dot(a, g, w), spec.ghost_sq_norm(a, g)
+            ghost = self._use_ghost(spec, a.shape[1])
+            sketch = self.norm_sketch is not None and use_norm_sketch(spec, a.shape[1], self.norm_sketch.k, ghost)
+            if ghost or sketch:
+                dot = (
+                    spec.factored_grad_dot(a, g, w.left, w.right) if isinstance(w, Factored) else spec.grad_dot(a, g, w)
+                )
+                sq = spec.sketched_sq_norm(a, g, self.omega[spec.name]) if sketch else spec.ghost_sq_norm(a, g)
             else:
                 grads = spec.per_doc_grads(a, g)
-                dot, sq = (grads * w).sum(dim=(1, 2)), grads.square().sum(dim=(1, 2))
+                dense_w = w.dense() if isinstance(w, Factored) else w
+                dot, sq = (grads * dense_w).sum(dim=(1, 2)), grads.square().sum(dim=(1, 2))
             accumulate(totals, "dots", dot)
             accumulate(totals, "sq_norms", sq)
 

@@ -11,12 +11,12 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from quadselect.influence.batch_memory import ModelShape, planned_batch_size, scoring_bytes_per_document
 from quadselect.influence.layers import LayerSpec
+from quadselect.influence.lowrank import Direction, NormSketch
 from quadselect.influence.projection import ProjectedScorer
 from quadselect.influence.scoring import InfluenceScorer
 from quadselect.proxy.tokens import encode_documents, pad_documents
@@ -24,20 +24,22 @@ from quadselect.resources import map_batches
 
 
 class TextScorer:
-    """Cosine influence of texts on the reference set whose preconditioned direction is ``g_hat`` (layer → tensor)."""
+    """Cosine influence of texts on the reference set whose preconditioned direction is ``g_hat`` (layer → tensor, or
+    its rank-r factorisation), the gradient norm exact or sketched (``norm_sketch``; docs/method.md)."""
 
     def __init__(
         self,
         model: nn.Module,
         tokenizer: PreTrainedTokenizerBase,
         layers: dict[str, LayerSpec],
-        g_hat: dict[str, torch.Tensor],
+        g_hat: Direction,
         *,
         max_length: int,
         max_windows: int,
         method: Literal["hook", "projected"] = "hook",
         batch_size: int = 8,
         seed: int = 0,
+        norm_sketch: NormSketch | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -49,7 +51,7 @@ class TextScorer:
         if method == "projected":
             self.scorer = ProjectedScorer(model, layers, g_hat, seed=seed, max_length=max_length)
         else:
-            self.scorer = InfluenceScorer(model, layers, g_hat, max_length=max_length)
+            self.scorer = InfluenceScorer(model, layers, g_hat, max_length=max_length, norm_sketch=norm_sketch)
         shape = ModelShape.of(model)
         if shape is not None:  # windows are scored one after another: a batch holds one window per document
             per_document = scoring_bytes_per_document(shape, layers, max_length, explicit=method == "hook")

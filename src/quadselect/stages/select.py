@@ -100,6 +100,8 @@ def select_args(config: RunConfig) -> dict[str, Any]:
         unused |= {"sampling", "sampling_temperature"}
     if cfg.dedup == "none":
         unused |= {"dedup", "dedup_epsilon", "dedup_examples"}
+    if cfg.norm == "exact":
+        unused |= {"norm", "norm_sketch_dim"}
     return {"select": cfg.model_dump(mode="json", exclude=unused), "seed": config.seed}
 
 
@@ -426,6 +428,8 @@ class _Needs:
             "batch_size": cfg.select.score_batch_size,
             "seed": selection_seed(self.ctx) if cfg.select.scorer == "projected" else None,  # the sketch's seed
         }
+        if cfg.select.norm == "sketch":  # the sketched norm's scores depend on k and the seed of Ω
+            settings.update(norm="sketch", norm_sketch_dim=cfg.select.norm_sketch_dim, seed=selection_seed(self.ctx))
         key = _cache_key(self.ctx, ("reference",), settings)
         scores, self.scoring = _whole_pool(self.ctx, self.pool, "pool_scores", key, _scoring_worker(self.ctx), "score")
         self.pool_scores = scores.astype(np.float64)  # what the manifest and scored.parquet hold
@@ -569,6 +573,7 @@ def _scoring_worker(ctx: StageContext) -> Callable[[], ScoringWorker]:
         cfg.scorer,
         cfg.score_batch_size,
         selection_seed(ctx),
+        cfg.norm_sketch_dim if cfg.norm == "sketch" else None,
     )
 
 

@@ -23,6 +23,7 @@ from quadselect.influence import find_tracked_layers
 from quadselect.influence.batch_memory import ModelShape, forward_bytes_per_document, planned_batch_size
 from quadselect.influence.factors import Bases, CorrectionSums, CovarianceSums, FactorPasses, Unit
 from quadselect.influence.hooks import compute_dtype
+from quadselect.influence.lowrank import NormSketch, from_tensors
 from quadselect.influence.text_scorer import TextScorer
 from quadselect.layout import RunLayout
 from quadselect.proxy import DocBatch, encode_documents, load_proxy, pad_documents, row_nll
@@ -85,14 +86,16 @@ def load_scorer(
     seed: int = 0,
     device: torch.device | None = None,
     where: RunLocation | None = None,
+    norm_sketch: NormSketch | None = None,
 ) -> TextScorer:
-    """The scorer of a run whose proxy and reference stages have finished: its proxy, tracked layers and ĝ_R (read
-    through `where` on a machine that may not see the run directory)."""
+    """The scorer of a run whose proxy and reference stages have finished: its proxy, tracked layers and ĝ_R, dense
+    or factored as the reference stage stored it (read through `where` on a machine that may not see the run
+    directory); the gradient norm sketched when `norm_sketch` is given."""
     model, tokenizer = load_proxy(where.readable(layout.proxy.model) if where else layout.proxy.model)
     if device is not None:
         model.to(device)
     layers = find_tracked_layers(model, factors.include, factors.exclude)
-    g_hat = load_file(str(where.readable(layout.reference.g_hat) if where else layout.reference.g_hat))
+    g_hat = from_tensors(load_file(str(where.readable(layout.reference.g_hat) if where else layout.reference.g_hat)))
     return TextScorer(
         model,
         tokenizer,
@@ -103,6 +106,7 @@ def load_scorer(
         method=method,
         batch_size=batch_size,
         seed=seed,
+        norm_sketch=norm_sketch,
     )
 
 
@@ -116,6 +120,7 @@ class ScoringWorker:
         method: Literal["hook", "projected"],
         batch_size: int,
         seed: int,
+        norm_sketch_dim: int | None = None,
     ) -> None:
         self.scorer = load_scorer(
             RunLayout(Path(where.run_dir)),
@@ -125,6 +130,7 @@ class ScoringWorker:
             seed=seed,
             device=worker_device(),
             where=where,
+            norm_sketch=None if norm_sketch_dim is None else NormSketch(norm_sketch_dim, seed),
         )
 
     def score(self, texts: list[str]) -> np.ndarray:

@@ -1,0 +1,192 @@
+"""Scoring at the floor (docs/method.md, "Scoring at the floor"): what the hook scorer spends, and what a rank-r ĝ_R
+and a sketched gradient norm save, on a finished run's own proxy and ĝ_R (the demo's by default). A companion of
+bench_influence.py, which measures the scorer on a random-initialised model; this one needs a trained proxy and a real
+reference direction, since both the rank's energy and the ranking of real documents depend on them.
+
+Run by hand, after a demo run or the demo comparison's base run exists:
+
+    .venv/bin/python benchmarks/bench_scoring_floor.py --run runs/compare_methods/base
+
+1. **Profile** of one batch (`--batch-size` pool documents cut at factors.max_length tokens, float32): a training
+   step (forward + backward with weight gradients); the forward alone; the forward and the input-gradient backward
+   with the hooks installed but no layer work; plus the per-layer products Σ_t g_tᵀ ĝ a_t; plus the exact norms
+   (the whole hook scorer). Medians of `--repeats`.
+2. **Grid** r ∈ {exact, 64, 16, 4} × norm ∈ {exact, sketch k}: the scorer's time on that batch over the training
+   step's, and Spearman's ρ of its scores against the exact scores over `--docs` (≥ 512) pool documents (a seeded
+   sample, scored as the select stage scores them: windows, at most factors.max_windows of them).
+
+Writes its section of benchmarks/RESULTS.md (command, commit, machine, date).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from _results_md import update_section
+from compare_methods import machine
+from safetensors.torch import load_file
+from scipy.stats import spearmanr
+
+from quadselect.config import load_config
+from quadselect.data.shards import ShardSet, read_rows
+from quadselect.influence import InfluenceScorer, find_tracked_layers
+from quadselect.influence.hooks import TappedModel, accumulate
+from quadselect.influence.lowrank import NormSketch, factorize, from_tensors
+from quadselect.influence.text_scorer import TextScorer
+from quadselect.layout import RunLayout
+from quadselect.proxy import encode_documents, load_proxy, pad_documents
+
+ROOT = Path(__file__).resolve().parent.parent
+HEADING = "## Scoring at the floor: rank-r ĝ_R and sketched norms (issue 20)"
+RANKS = (None, 64, 16, 4)
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def profile(model, layers, g_hat, batch, repeats: int) -> list[tuple[str, float]]:
+    """Seconds of each cumulative part of the hook scorer on `batch`, and of a training step."""
+
+    def train_step() -> None:
+        model.zero_grad(set_to_none=True)
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        model(**batch, labels=labels).loss.backward()
+
+    def tapped(callback) -> Callable[[], object]:
+        tap = TappedModel(model, layers, callback)
+
+        def run() -> None:
+            with tap.installed():
+                tap.run(batch["input_ids"], batch["attention_mask"])
+
+        return run
+
+    def dots_only(spec, a, g) -> None:
+        accumulate({}, "dots", spec.grad_dot(a, g, g_hat[spec.name]))
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(**batch)
+
+    parts = [
+        ("training step (forward + backward, weight gradients)", median_seconds(train_step, repeats)),
+        ("forward only", median_seconds(forward, repeats)),
+        ("forward + input-gradient backward (hooks, no layer work)", median_seconds(tapped(lambda *_: None), repeats)),
+        ("… + per-layer products Σ_t g_tᵀ ĝ a_t", median_seconds(tapped(dots_only), repeats)),
+    ]
+    scorer = InfluenceScorer(model, layers, g_hat)
+    parts.append(("… + exact norms (the hook scorer)", median_seconds(lambda: scorer.score(**batch), repeats)))
+    model.zero_grad(set_to_none=True)
+    return parts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, default=ROOT / "runs" / "compare_methods" / "base", help="A finished run.")
+    parser.add_argument("--docs", type=int, default=512, help="Pool documents the Spearman's ρ is measured over.")
+    parser.add_argument("--batch-size", type=int, default=16, help="Documents of the timed batch.")
+    parser.add_argument("--sketch-k", type=int, default=64, help="k of the sketched norm.")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
+    parser.add_argument("--no-record", action="store_true", help="Print only; leave RESULTS.md as it is.")
+    args = parser.parse_args()
+
+    config = load_config(args.run / "config.resolved.yaml")
+    layout = RunLayout(config.run_dir)
+    model, tokenizer = load_proxy(layout.proxy.model)
+    model = model.float().eval()
+    layers = find_tracked_layers(model, config.factors.include, config.factors.exclude)
+    exact = from_tensors(load_file(str(layout.reference.g_hat)))
+    if any(not isinstance(g, torch.Tensor) for g in exact.values()):
+        sys.exit(f"{layout.reference.g_hat} is already factored: give a run with the exact ĝ_R (reference.rank null)")
+    pool = ShardSet(layout.prepare.pool)
+    rows = np.sort(np.random.default_rng(0).choice(pool.num_docs, size=min(args.docs, pool.num_docs), replace=False))
+    texts = read_rows(pool, rows, ["text"])["text"].to_pylist()
+    cap = config.factors.max_length
+    ids, pad_id = encode_documents(tokenizer, texts[: args.batch_size], max_tokens=cap)
+    padded = pad_documents(ids, pad_id=pad_id, max_len=cap)
+    batch = {"input_ids": padded.input_ids, "attention_mask": padded.attention_mask}
+    batch_tokens = int(batch["attention_mask"].sum())
+
+    parts = profile(model, layers, exact, batch, args.repeats)
+    train_s = parts[0][1]
+
+    def text_scores(direction, sketch) -> np.ndarray:
+        scorer = TextScorer(
+            model,
+            tokenizer,
+            layers,
+            direction,
+            max_length=cap,
+            max_windows=config.factors.max_windows,
+            batch_size=config.select.score_batch_size,
+            norm_sketch=sketch,
+        )
+        return scorer.score_texts(texts)[0]
+
+    reference_scores = text_scores(exact, None)
+    grid = []
+    for rank in RANKS:
+        direction, energy = (exact, None) if rank is None else factorize(exact, rank)
+        for sketch in (None, NormSketch(args.sketch_k, seed=0)):
+            scorer = InfluenceScorer(model, layers, direction, norm_sketch=sketch)
+            seconds = median_seconds(lambda s=scorer: s.score(**batch), args.repeats)
+            rho = (
+                1.0
+                if rank is None and sketch is None
+                else float(spearmanr(reference_scores, text_scores(direction, sketch))[0])
+            )
+            grid.append((rank, sketch, seconds, rho, None if energy is None else min(energy.values())))
+            print(
+                f"rank {rank} norm {'sketch' if sketch else 'exact'}: {seconds / train_s:.2f}× step, ρ {rho:.4f}",
+                flush=True,
+            )
+
+    commit = os.popen(f"git -C {ROOT} rev-parse --short HEAD").read().strip() or "unknown"
+    params = sum(p.numel() for p in model.parameters())
+    lines = [
+        f"`python benchmarks/bench_scoring_floor.py {' '.join(sys.argv[1:])}`".replace("  ", " "),
+        f"— {datetime.date.today()}, commit `{commit}`, {machine()}.",
+        "",
+        f"Proxy of `{args.run.name}`: {params / 1e6:.1f}M parameters, {len(layers)} tracked layers; its EK-FAC ĝ_R. "
+        f"Timed batch: {args.batch_size} pool documents cut at {cap} tokens ({batch_tokens:,} tokens), float32, "
+        f"median of {args.repeats}. ρ: Spearman against the exact scores over {len(texts)} pool documents (seeded "
+        f"sample, windows as the select stage scores them).",
+        "",
+        "| part (cumulative) | s | × training step |",
+        "| --- | ---: | ---: |",
+        *[f"| {name} | {seconds:.3f} | {seconds / train_s:.2f} |" for name, seconds in parts],
+        "",
+        "| ĝ_R | norm | × training step | Spearman ρ vs exact | worst layer's energy kept |",
+        "| --- | --- | ---: | ---: | ---: |",
+        *[
+            f"| {'exact' if rank is None else f'rank {rank}'} | {'exact' if sketch is None else f'sketch k={sketch.k}'}"
+            f" | {seconds / train_s:.2f} | {rho:.4f} | {'–' if energy is None else f'{energy:.3f}'} |"
+            for rank, sketch, seconds, rho, energy in grid
+        ],
+    ]
+    body = "\n".join(lines)
+    print("\n" + body)
+    if not args.no_record:
+        update_section(args.results, HEADING, body)
+        print(f"\nRecorded in {args.results}")
+
+
+if __name__ == "__main__":
+    main()
