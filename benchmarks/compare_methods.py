@@ -60,7 +60,18 @@ FULL = {
     },
     "evaluate": {"max_docs_per_source": 64, "max_tokens_per_doc": 256},
     # Quad's sweep points at one seed (the issue allows it): 50 runs instead of 54, about 23 min less on 2 cores.
-    "compare": {"passes": 3.0, "sweep_seeds": 1},
+    # The baselines of issue 19: the quality classifier, sampled top-k (temperature sampling is Gumbel-top-k on
+    # standardized scores: τ = 1 standard deviation, for influence and classifier alike), Quad on the classifier's
+    # score, and Quad and the classifier after semantic dedup.
+    "compare": {
+        "passes": 3.0,
+        "sweep_seeds": 1,
+        "methods": [
+            *["quad", "random", "topk_influence", "cluster_balanced", "perplexity", "dsir", "classifier"],
+            *["classifier:temperature", "topk_influence:temperature", "quad:classifier", "quad:dedup"],
+            "classifier:dedup",
+        ],
+    },
 }
 QUICK = {
     "proxy": FLOAT32["proxy"],

@@ -664,7 +664,7 @@ class CompareConfig(_Strict):
     every seed, and compared (README, "Compare selection methods"). Run directories go under <run_dir>/compare/."""
 
     methods: list[str] = Field(
-        ["quad", "random", "topk_influence", "cluster_balanced", "perplexity", "dsir"],
+        ["quad", "random", "topk_influence", "cluster_balanced", "perplexity", "dsir", "classifier"],
         min_length=1,
         description="Selection methods compared: registered names, each with optional modifiers 'name:mod:…' "
         "(gumbel, temperature: sampled by score; classifier: quad on the classifier's score; dedup: semantic dedup "
