@@ -226,6 +226,9 @@ def test_compare_refuses_a_config_without_an_eval_split_or_a_budget_of_the_whole
         compare(config_from_dict(data, base_dir=eval_run.run_dir))
     with pytest.raises(ConfigError, match="the whole pool"):
         compare(_with(eval_run, select={"budget_fraction": 1.0}), estimate_only=True)
+    few_references = r"quad:classifier, classifier train a quality classifier on the reference set, which has 6 doc"
+    with pytest.raises(ConfigError, match=few_references):
+        compare(_with(eval_run, compare={**PLAN, "methods": ["random", "quad:classifier", "classifier"]}))
     with pytest.raises(ConfigError, match=r"compare\.methods: .*unknown selection method .nope."):
         _with(eval_run, compare={"methods": ["quad", "nope"]})
 

@@ -41,6 +41,7 @@ from quadselect.pipeline import build_pipeline, evaluation_pipeline
 from quadselect.progress import progress_bar
 from quadselect.run import Runner, planned_fingerprints
 from quadselect.run_store import RunLocation, RunStore
+from quadselect.select.classifier import MIN_POSITIVES
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ def compare(
     Runner(build_pipeline(), base).run("prepare", download=True)
     train_tokens = _train_tokens(base)
     plan = build_plan(base, methods, ablations)
+    _check_classifier_can_train(base, plan)
     reused = _reusable_records(base, plan, train_tokens, recorded)
     rates = measure_rates(base)
     parts = estimate_plan(base, plan, train_tokens, rates, reused)
@@ -277,6 +279,25 @@ def _check_eval_split(base: RunConfig) -> None:
             "compare: the config has no eval split, so there is nothing held out to judge the selections on. Add "
             "held-out documents under data.eval: sources absent from the pool are the held-out reference text (the "
             "target), pool sources give the per-domain (breadth) metrics."
+        )
+
+
+def _check_classifier_can_train(base: RunConfig, plan: list[PlannedRun]) -> None:
+    """Before anything long runs: the runs that train a quality classifier on the reference set need enough of it."""
+    if base.select.classifier.model is not None or base.select.classifier.hf_model is not None:
+        return
+    uses = [
+        run.variant.label
+        for run in plan
+        if "classifier" in {run.variant.method, *run.variant.label.split(":")[1:]}
+        or "classifier" in run.variant.overrides.get("select", {}).get("mix", {}).values()
+    ]
+    docs = int(read_json(RunLayout(base.run_dir).prepare.marker)["summary"]["roles"]["reference"]["docs"])
+    if uses and docs < MIN_POSITIVES:
+        raise ConfigError(
+            f"compare: {', '.join(dict.fromkeys(uses))} train a quality classifier on the reference set, which has "
+            f"{docs} documents (at least {MIN_POSITIVES} needed). Leave them out of compare.methods (or --methods), "
+            "or give an existing classifier in select.classifier.model / hf_model."
         )
 
 
