@@ -131,6 +131,20 @@ def machine() -> str:
     )
 
 
+def run_comparison(base: RunConfig, args: argparse.Namespace, command: str, **narrowed: Any) -> dict[str, Any] | None:
+    """`quadselect.compare` as the benchmarks run it: going on from `args.recorded`, the estimate printed, the
+    command, machine and commit recorded. The comparison's document; None when only the estimate was asked for."""
+    outcome = compare(
+        base,
+        **narrowed,
+        recorded=[p.resolve() for p in args.recorded],
+        estimate_only=args.estimate_only,
+        on_estimate=lambda text: print(f"\n{text}\n", flush=True),
+        context={"command": command, "machine": machine(), "commit": args.commit},
+    )
+    return outcome.document
+
+
 def progress_line(document: dict[str, Any]) -> str:
     """The measured-vs-estimated wall time of a finished comparison, or how far an unfinished one got."""
     if document.get("estimate_accuracy"):
@@ -234,18 +248,15 @@ def main() -> None:
     if args.record_only:
         document = read_json(files.comparison)  # what the comparison had measured when it stopped
     else:
-        outcome = compare(
+        document = run_comparison(
             base,
+            args,
+            command,
             methods=args.methods.split(",") if args.methods else None,
             ablations=None if args.ablations is None else [] if args.ablations == "none" else args.ablations.split(","),
-            recorded=[p.resolve() for p in args.recorded],
-            estimate_only=args.estimate_only,
-            on_estimate=lambda text: print(f"\n{text}\n", flush=True),
-            context={"command": command, "machine": machine(), "commit": args.commit},
         )
-        if outcome.document is None:
+        if document is None:
             return
-        document = outcome.document
     plot_name = "compare_methods_quick.png" if args.quick else "compare_methods.png"
     args.results.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(files.plot("tradeoff"), args.results.parent / plot_name)

@@ -31,11 +31,10 @@ import numpy as np
 from _results_md import update_section
 from bench_smollm2 import tiny_model
 from compare_methods import base_config as demo_comparison_config
-from compare_methods import machine
+from compare_methods import run_comparison
 from scipy.stats import spearmanr
 
 from quadselect.atomic import read_json, write_json
-from quadselect.compare.driver import Outcome, compare
 from quadselect.compare.summary import summary_markdown
 from quadselect.config import RunConfig, config_from_dict
 from quadselect.data.shards import ShardSet, read_rows
@@ -198,16 +197,9 @@ def main() -> None:
     if args.quick:
         real = smollm2_config(args, tiny_proxy_folder(args.work_dir / "tiny-proxy", real.tokenizer.vocab_size))
     command = ("python benchmarks/compare_smollm2.py " + " ".join(sys.argv[1:])).strip()
-    outcome: Outcome = compare(
-        real,
-        recorded=[p.resolve() for p in args.recorded],
-        estimate_only=args.estimate_only,
-        on_estimate=lambda text: print(f"\n{text}\n", flush=True),
-        context={"command": command, "machine": machine(), "commit": args.commit},
-    )
-    if outcome.document is None:
+    document = run_comparison(real, args, command)
+    if document is None:
         return
-    document = outcome.document
     demo = demo_comparison_config(_demo_args(args, args.demo_work_dir))
     Runner(build_pipeline(), demo).run("reference")  # the demo proxy's ĝ_R (a no-op when the comparison made it)
     correlation = score_correlation(real, demo, 64 if args.quick else SPEARMAN_DOCS)

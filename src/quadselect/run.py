@@ -149,8 +149,13 @@ def planned_fingerprints(pipeline: Pipeline, config: RunConfig, target: str) -> 
     """The fingerprint each stage through `target` will have for `config`, without running anything: a result
     recorded under the same fingerprint is the result this config would produce (on the same code and input files,
     which fingerprints do not cover)."""
+    return _fingerprints_of(pipeline, config, pipeline.closure(target))
+
+
+def _fingerprints_of(pipeline: Pipeline, config: RunConfig, names: list[str]) -> dict[str, str]:
+    """The fingerprints of `names` (in pipeline order, each with the stages it requires) for `config`."""
     fingerprints: dict[str, str] = {}
-    for name in pipeline.closure(target):
+    for name in names:
         stage = pipeline.stages[name]
         fingerprints[name] = fingerprint(stage, config, {dep: fingerprints[dep] for dep in stage.requires})[0]
     return fingerprints
@@ -212,10 +217,7 @@ class Runner:
         """Note which stages the store holds finished under the fingerprint they have now, and download those a stage
         that must run reads (directly or not); the others stay in the store only."""
         assert self.store is not None
-        planned: dict[str, str] = {}
-        for name in names:
-            stage = self.pipeline.stages[name]
-            planned[name] = fingerprint(stage, self.config, {dep: planned[dep] for dep in stage.requires})[0]
+        planned = _fingerprints_of(self.pipeline, self.config, names)
         for name in names:
             marker = self.store.marker(name)
             if marker is not None and marker.get("fingerprint") == planned[name]:
