@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from statistics import mean
 
+import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -20,6 +21,8 @@ from quadselect.compare.plan import build_plan, run_config
 from quadselect.config import RunConfig, config_from_dict
 from quadselect.errors import ConfigError
 from quadselect.layout import CACHE_DIR, RunLayout
+from tests.evaluate.conftest import verse_passages
+from tests.support import write_jsonl
 
 PLAN = {
     "methods": ["quad", "random", "topk_influence"],
@@ -111,6 +114,28 @@ def test_compare_runs_the_plan_shares_the_expensive_work_and_resumes_after_a_kil
     walls["evaluate"] = [read_json(m)["wall_s"] for r in plan if (m := RunLayout(r.run_dir).evaluate.marker).is_file()]
     parts = estimate_plan(config, plan, 2_560, Rates(1.0, 1.0, 1.0, 1.0, 1.0, scorer_measured=True))
     assert [p.seconds for p in parts if p.seconds] == pytest.approx([mean(walls["train"]) + mean(walls["evaluate"])])
+
+
+def test_the_classifier_its_sampling_and_dedup_run_through_a_comparison(eval_run: RunConfig, tmp_path: Path) -> None:
+    """The baselines of docs/selection-methods.md end to end in `quadselect compare`: each variant selects with its
+    options, its cost counts what it classified, and Quad is compared with the classifier, paired by seed."""
+    rng = np.random.default_rng(3)
+    write_jsonl(tmp_path / "ref.jsonl", [{"text": verse_passages(rng, 2)} for _ in range(24)])
+    methods = ["quad", "classifier", "classifier:temperature", "quad:classifier", "random:dedup"]
+    config = _with(eval_run, compare={**PLAN, "methods": methods, "mixtures": []}, select={"dedup_epsilon": 0.3})
+    document = compare(config).document
+    assert document is not None
+    entries = {e["method"]: e for e in document["methods"]}
+    assert list(entries) == methods and all(e["n"] == 2 for e in entries.values())
+    files = RunLayout(config.run_dir).compare
+    selections = {m: read_json(RunLayout(files.run_dir(m, 0)).select.selection) for m in methods}
+    assert selections["classifier"]["classifier"]["kind"] == "fasttext-trained"
+    assert selections["classifier:temperature"]["sampling"] == "temperature"
+    assert selections["quad:classifier"]["classifier"]["train_positives"] > 0
+    assert selections["random:dedup"]["dedup_removed_docs"] > 0 and "dedup" not in selections["classifier"]
+    assert entries["classifier"]["cost"]["docs_classified"] == selections["classifier"]["docs_classified"]
+    assert entries["quad:classifier"]["cost"]["proxy_tokens_fwd_bwd"] == 0  # the bandit ran on the classifier alone
+    assert {c["b"] for c in document["comparisons"]} >= {"classifier", "quad:classifier"}
 
 
 def test_the_plan_runs_methods_then_mixtures_then_quads_sweep_then_ablations_each_with_its_seeds(
