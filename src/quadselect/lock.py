@@ -77,7 +77,7 @@ def _take_lock(lock_path: Path) -> IO[str]:
     if not _try_flock(fh):
         fh.close()
         holder = _lock_owner(lock_path)
-        if _owner_may_be_alive(holder):
+        if owner_may_be_alive(holder):
             who = f"pid {holder['pid']} on {holder['host']}, since {holder['since']}" if holder else "owner unknown"
             raise RunDirError(
                 f"{lock_path.parent} is in use by another quadselect process ({who}). Wait for it to finish, or "
@@ -92,7 +92,7 @@ def _take_lock(lock_path: Path) -> IO[str]:
         fh = _fresh_lock_file(lock_path)
     fh.seek(0)
     fh.truncate()
-    fh.write(f"pid {os.getpid()} host {socket.gethostname()} pidns {_pid_namespace()} since {time.strftime('%F %T')}\n")
+    fh.write(f"pid {os.getpid()} host {socket.gethostname()} pidns {pid_namespace()} since {time.strftime('%F %T')}\n")
     fh.flush()
     return fh
 
@@ -108,9 +108,9 @@ def _lock_owner(lock_path: Path) -> dict[str, Any] | None:
     return {"pid": int(match[1]), "host": match[2], "pidns": match[3], "since": match[4]}
 
 
-def _owner_may_be_alive(owner: dict[str, Any] | None) -> bool:
+def owner_may_be_alive(owner: dict[str, Any] | None) -> bool:
     """False only when the owner is known to be dead: same host, same pid namespace, and no such process."""
-    if owner is None or owner["host"] != socket.gethostname() or owner["pidns"] != _pid_namespace():
+    if owner is None or owner["host"] != socket.gethostname() or owner["pidns"] != pid_namespace():
         return True
     try:
         os.kill(owner["pid"], 0)
@@ -121,7 +121,7 @@ def _owner_may_be_alive(owner: dict[str, Any] | None) -> bool:
     return True
 
 
-def _pid_namespace() -> str:
+def pid_namespace() -> str:
     try:
         return str(os.stat("/proc/self/ns/pid").st_ino)
     except OSError:

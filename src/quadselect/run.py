@@ -17,6 +17,7 @@ directory comes from `quadselect.layout`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -195,7 +196,10 @@ class Runner:
         executor = self._executor or make_executor(self.config)
         # `threads` is not part of any fingerprint either: it changes float rounding only, as the machine does; the
         # marker records the count each stage ran with (`device`), and selection.json's audit shows it.
-        with run_dir_lock(self.run_dir), torch_threads(self.config.threads):
+        # With the run directory in a store, the store's lease keeps a second machine out as the lock does a second
+        # process on this one.
+        lease = self.store.held() if self.store is not None else contextlib.nullcontext()
+        with run_dir_lock(self.run_dir), lease, torch_threads(self.config.threads):
             try:
                 remove_temporaries(self.run_dir, recursive=False)
                 write_text(self.layout.config, resolved_yaml(self.config))

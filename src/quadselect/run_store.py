@@ -14,17 +14,28 @@ A stage that must run downloads the finished stages upstream of it first; stages
 needed again are not downloaded. Executor workers on other machines (Ray nodes with no shared filesystem) find the
 files they read through `RunLocation`: downloaded from the store into their own machine's working copy, and the
 pieces they write uploaded for the driver to collect. What is not synchronized: a stage's partial pieces on the
-driver (a stage killed midway restarts from its beginning on another machine, and from its pieces on the same one)
-and the run directory lock (two machines must not run the same store at once).
+driver (a stage killed midway restarts from its beginning on another machine, and from its pieces on the same one).
+
+Two machines never run one store at once: a run holds a lease, `_LOCK.json` at the store's root, created with an
+exclusive write (S3's `If-None-Match: *`, a local file's O_EXCL) and renewed every `LEASE_S / 4` seconds by a thread
+while the run goes on. A second run is refused with an error naming the holder; a lease not renewed for `LEASE_S`
+(its holder died), or held by a process of this machine that no longer exists, is broken with a warning. Stores
+without exclusive writes (some S3-compatible servers ignore the condition) give no such guarantee: there, do not
+start two runs of one store.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,12 +44,17 @@ from quadselect.atomic import atomic_path, publish_directory, read_json, remove_
 from quadselect.data.storage import URL, explained, filesystem
 from quadselect.errors import RunDirError
 from quadselect.layout import MARKER, PARTIAL_SUFFIX, RunLayout
+from quadselect.lock import owner_may_be_alive, pid_namespace
 
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "QUADSELECT_CACHE"
 FILES_KEY = "files"  # in the store's copy of a marker: relative path -> size in bytes of every file of the stage
 DOWNLOADING = "_DOWNLOADING.json"  # in a `.partial` folder being downloaded: which fingerprint its files belong to
+LOCK = "_LOCK.json"  # at the store's root while a run holds it: who, since when, last renewed when
+LEASE_S = 120.0
+"""A lease not renewed for this long belongs to a run that died (its holder renews it every LEASE_S / 4): a run killed
+on one machine can go on on another two minutes later, at once on the same machine (its holder's pid is gone)."""
 
 
 def working_copy(url: str) -> Path:
@@ -130,6 +146,83 @@ class RunStore:
         """Whether the store holds the file `relative` (a path inside the run directory)."""
         with explained(f"{self.url}/{relative}"):
             return bool(self.fs.exists(self._path(relative)))
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the store's lease while the block runs (module docstring): a second run of the store is refused with
+        an error naming the holder; a lease its holder stopped renewing is broken."""
+        token = uuid.uuid4().hex
+        self._acquire(token)
+        stop = threading.Event()
+        renewer = threading.Thread(target=self._renew, args=(token, stop), name="quadselect-lease", daemon=True)
+        renewer.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            renewer.join()
+            if (self._lease() or {}).get("token") == token:
+                with explained(f"{self.url}/{LOCK}"):
+                    self.fs.rm_file(self._path(LOCK))
+
+    def _lease(self) -> dict[str, Any] | None:
+        with explained(f"{self.url}/{LOCK}"):
+            try:
+                return json.loads(self.fs.cat_file(self._path(LOCK)))  # type: ignore[no-any-return]
+            except FileNotFoundError:
+                return None
+
+    def _acquire(self, token: str) -> None:
+        now = time.time()
+        record = {
+            "token": token,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "pidns": pid_namespace(),
+            "since": now,
+            "renewed": now,
+        }
+        for _ in range(2):  # a stale lease is broken once, then taken
+            try:
+                with explained(f"{self.url}/{LOCK}"), self.fs.open(self._path(LOCK), "xb") as fh:
+                    fh.write(json.dumps(record).encode())
+                return
+            except FileExistsError:
+                holder = self._lease()
+                if holder is None:
+                    continue  # released in between
+                age = time.time() - float(holder.get("renewed", 0))
+                alive = owner_may_be_alive({k: holder.get(k) for k in ("host", "pid", "pidns")})
+                if age < LEASE_S and alive:
+                    raise RunDirError(
+                        f"{self.url} is being run by {holder.get('host')} (pid {holder.get('pid')}) since "
+                        f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(float(holder.get('since', 0))))}; its "
+                        f"lease was renewed {age:.0f} s ago. Wait for that run to finish; if its machine is gone, the "
+                        f"lease expires {LEASE_S - age:.0f} s from now (or delete {self.url}/{LOCK})."
+                    ) from None
+                log.warning(
+                    "%s: breaking the lease of %s (pid %s, renewed %.0f s ago): its run died",
+                    self.url,
+                    holder.get("host"),
+                    holder.get("pid"),
+                    age,
+                )
+                if (self._lease() or {}).get("token") == holder.get("token"):
+                    with explained(f"{self.url}/{LOCK}"):
+                        self.fs.rm_file(self._path(LOCK))
+        raise RunDirError(f"{self.url}: another run took the store's lease while this one broke a stale one")
+
+    def _renew(self, token: str, stop: threading.Event) -> None:
+        """Every LEASE_S / 4 seconds until `stop`: the lease's `renewed` time, if the lease is still this run's."""
+        while not stop.wait(LEASE_S / 4):
+            try:
+                lease = self._lease()
+                if lease is None or lease.get("token") != token:
+                    log.error("%s: this run lost the store's lease (another run broke it); stop one of them", self.url)
+                    return
+                self.fs.pipe_file(self._path(LOCK), json.dumps({**lease, "renewed": time.time()}).encode())
+            except Exception as err:  # a failed renewal is retried at the next tick; the run itself goes on
+                log.warning("%s: renewing the store's lease failed (%s); retrying", self.url, err)
 
     def put_text(self, name: str, local: Path) -> None:
         """Upload one top-level file of the run directory (the resolved config)."""

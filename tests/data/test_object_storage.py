@@ -6,6 +6,12 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +24,7 @@ from moto.server import ThreadedMotoServer
 from typer.testing import CliRunner
 
 from quadselect import pipeline as pipeline_module
+from quadselect import run_store
 from quadselect.api import run_config, run_pipeline
 from quadselect.cli import app
 from quadselect.compare.driver import compare
@@ -25,6 +32,7 @@ from quadselect.config import RunConfig, config_from_dict, load_config
 from quadselect.data.shards import ShardSet
 from quadselect.errors import ConfigError, InputDataError, RunDirError
 from quadselect.layout import MARKER, RunLayout
+from quadselect.lock import pid_namespace
 from quadselect.run_store import CACHE_ENV, RunLocation, RunStore, working_copy
 from tests.evaluate.conftest import eval_run  # noqa: F401 (a fixture)
 from tests.reliability.conftest import artifact_view, without_engine, write_config, write_topic_pool
@@ -240,6 +248,36 @@ def test_a_run_directory_in_a_bucket_resumes_on_another_machine_after_a_kill_wit
         assert SECRET.encode() not in body, key
 
 
+def test_a_run_holds_the_stores_lease_a_second_is_refused_and_a_dead_runs_lease_is_broken(
+    s3: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    url, prefix = f"s3://{BUCKET}/runs/leased", "runs/leased/"
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "machine-a"))
+    monkeypatch.setattr(run_store, "LEASE_S", 0.6)  # renewed every 0.15 s
+    with RunStore(url).held():
+        lease = json.loads(_objects(s3, prefix)["_LOCK.json"])
+        assert (lease["host"], lease["pid"]) == (socket.gethostname(), os.getpid())
+        time.sleep(0.4)
+        assert json.loads(_objects(s3, prefix)["_LOCK.json"])["renewed"] > lease["renewed"]  # the holder renews
+        monkeypatch.setenv(CACHE_ENV, str(tmp_path / "machine-b"))
+        with pytest.raises(RunDirError, match=r"s3://corpus/runs/leased is being run by \S+ \(pid \d+\) since"):
+            run_pipeline(_stored_run(tmp_path, url), until="prepare")
+    assert "_LOCK.json" not in _objects(s3, prefix)  # released at the end
+
+    monkeypatch.setattr(run_store, "LEASE_S", 3600.0)
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    now = time.time()
+    stale = {"host": "elsewhere", "pid": 1, "pidns": "-", "renewed": now - 7200}  # another machine's, not renewed
+    dead = {"host": socket.gethostname(), "pid": int(finished.stdout), "pidns": pid_namespace(), "renewed": now}
+    for holder in (stale, dead):
+        s3.put_object(Bucket=BUCKET, Key=f"{prefix}_LOCK.json", Body=json.dumps({**holder, "since": now}).encode())
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="quadselect.run_store"):
+            run_pipeline(_stored_run(tmp_path, url), until="prepare")
+        assert f"breaking the lease of {holder['host']} (pid {holder['pid']}" in caplog.text
+        assert "_LOCK.json" not in _objects(s3, prefix)
+
+
 def _finished_stage(folder: Path) -> Path:
     stage = folder / "embed"
     (stage / "sub").mkdir(parents=True)
@@ -293,7 +331,7 @@ def test_a_run_directory_in_a_bucket_that_does_not_exist_fails_before_any_stage_
 ) -> None:
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     config = _stored_run(tmp_path, "s3://no-such-bucket/runs/demo")
-    with pytest.raises(InputDataError, match=r"s3://no-such-bucket/runs/demo/config\.resolved\.yaml: not found"):
+    with pytest.raises(InputDataError, match=r"s3://no-such-bucket/runs/demo/_LOCK\.json: not found"):
         run_pipeline(config, until="prepare")
     assert not RunLayout(config.run_dir).prepare.root.exists()
     with pytest.raises(ConfigError, match=r"run_dir: .*without \. or \.\."):
