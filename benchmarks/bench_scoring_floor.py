@@ -15,6 +15,11 @@ Run by hand, after a demo run or the demo comparison's base run exists:
    step's, and Spearman's ρ of its scores against the exact scores over `--docs` (≥ 512) pool documents (a seeded
    sample, scored as the select stage scores them: windows, at most factors.max_windows of them).
 
+3. **Selections** (`--select RANK:NORM`, repeatable, e.g. `--select exact:exact --select 16:sketch`): Quad's
+   select stage rerun on the demo comparison's Quad seed-0 run (`--quad-run`) with each setting, in its own run
+   directory under `runs/scoring_floor/` (upstream stages hard-linked; the reference stage recomputed for a rank): documents scored,
+   the select stage's wall time, and the Jaccard overlap of its selection with the exact setting's.
+
 Writes its section of benchmarks/RESULTS.md (command, commit, machine, date).
 """
 
@@ -30,20 +35,25 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 from _results_md import update_section
 from compare_methods import machine
 from safetensors.torch import load_file
 from scipy.stats import spearmanr
 
-from quadselect.config import load_config
+from quadselect.atomic import read_json
+from quadselect.compare import link_stages
+from quadselect.config import config_from_dict, load_config
 from quadselect.data.shards import ShardSet, read_rows
 from quadselect.influence import InfluenceScorer, find_tracked_layers
 from quadselect.influence.hooks import TappedModel, accumulate
 from quadselect.influence.lowrank import NormSketch, factorize, from_tensors
 from quadselect.influence.text_scorer import TextScorer
 from quadselect.layout import RunLayout
+from quadselect.pipeline import build_pipeline
 from quadselect.proxy import encode_documents, load_proxy, pad_documents
+from quadselect.run import Runner
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADING = "## Scoring at the floor: rank-r ĝ_R and sketched norms (issue 20)"
@@ -96,6 +106,27 @@ def profile(model, layers, g_hat, batch, repeats: int) -> list[tuple[str, float]
     return parts
 
 
+def select_with(quad_run: Path, setting: str) -> tuple[set[str], dict]:
+    """Quad's selection on `quad_run`'s config with `setting` ("RANK:NORM", RANK an integer or `exact`), computed in
+    `runs/scoring_floor/` with the upstream stages hard-linked from `quad_run`: its documents and selection.json."""
+    rank, norm = setting.split(":")
+    data = load_config(quad_run / "config.resolved.yaml").model_dump(mode="json")
+    data["reference"]["rank"] = None if rank == "exact" else int(rank)
+    data["select"]["norm"] = "sketch" if norm == "sketch" else "exact"
+    run_dir = ROOT / "runs" / "scoring_floor" / f"quad-rank-{rank}-norm-{norm}"
+    data["run_dir"] = str(run_dir)
+    config = config_from_dict(data, base_dir=run_dir)
+    link_stages(
+        quad_run,
+        run_dir,
+        ("prepare", "embed", "cluster", "proxy", "factors", *(("reference",) if rank == "exact" else ())),
+    )
+    Runner(build_pipeline(), config).run("select", force=("select",))
+    layout = RunLayout(run_dir)
+    docs = set(pq.read_table(layout.select.manifest, columns=["doc_id"])["doc_id"].to_pylist())
+    return docs, read_json(layout.select.selection)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, default=ROOT / "runs" / "compare_methods" / "base", help="A finished run.")
@@ -105,6 +136,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     parser.add_argument("--no-record", action="store_true", help="Print only; leave RESULTS.md as it is.")
+    parser.add_argument("--select", action="append", default=[], help="RANK:NORM settings to select Quad with.")
+    parser.add_argument(
+        "--quad-run",
+        type=Path,
+        default=ROOT / "runs" / "compare_methods" / "base" / "compare" / "quad" / "seed-0",
+        help="The finished Quad run whose selection --select repeats.",
+    )
     args = parser.parse_args()
 
     config = load_config(args.run / "config.resolved.yaml")
@@ -181,6 +219,22 @@ def main() -> None:
             for rank, sketch, seconds, rho, energy in grid
         ],
     ]
+    if args.select:
+        exact_docs, _ = select_with(args.quad_run, "exact:exact")
+        lines += [
+            "",
+            f"Quad's select stage on `{args.quad_run.relative_to(ROOT)}`'s config with each setting (Jaccard against "
+            "the exact setting's selection, recomputed in the same invocation):",
+            "",
+            "| setting | docs scored | select wall (s) | Jaccard vs exact |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for setting in args.select:
+            docs, selection = select_with(args.quad_run, setting)
+            jaccard = len(docs & exact_docs) / len(docs | exact_docs)
+            lines.append(
+                f"| {setting} | {selection['docs_scored']:,} | {selection['select_wall_s']:.1f} | {jaccard:.3f} |"
+            )
     body = "\n".join(lines)
     print("\n" + body)
     if not args.no_record:

@@ -39,7 +39,7 @@ FASTTEXT_SEEDS = 2**31 - 1
 _WHITESPACE = re.compile(r"\s+")
 
 
-class TextScorer(Protocol):
+class QualityScorer(Protocol):
     """Anything that turns texts into one score each, higher meaning more like the target."""
 
     def score(self, texts: Sequence[str]) -> np.ndarray: ...
@@ -265,7 +265,7 @@ class HFSequenceScorer:
         return np.concatenate(scores).astype(np.float64) if scores else np.zeros(0)
 
 
-def score_stream(scorer: TextScorer, texts: Iterable[str], batch_size: int = 1024) -> Iterable[np.ndarray]:
+def score_stream(scorer: QualityScorer, texts: Iterable[str], batch_size: int = 1024) -> Iterable[np.ndarray]:
     """Scores of a stream of texts, batch by batch, never holding more than one batch of texts."""
     batch: list[str] = []
     for text in texts:

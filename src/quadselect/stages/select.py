@@ -68,7 +68,7 @@ from quadselect.select.classifier import (
     FastTextScorer,
     FastTextSettings,
     HFSequenceScorer,
-    TextScorer,
+    QualityScorer,
     score_stream,
     train_fasttext,
 )
@@ -376,7 +376,7 @@ class _Needs:
         log.info("select: classified %d pool documents (mean score %.3f)", scores.size, scores.mean() if parts else 0)
         return {"classifier_scores": scores, "classifier_report": report}
 
-    def _quality_classifier(self) -> tuple[TextScorer, dict[str, Any]]:
+    def _quality_classifier(self) -> tuple[QualityScorer, dict[str, Any]]:
         """The classifier `select.classifier` names: a transformers or fastText model given, or a fastText model
         trained here on the reference set against a seeded sample of the eligible pool, saved in the stage folder."""
         cfg = self.ctx.config.select.classifier
