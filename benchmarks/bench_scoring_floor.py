@@ -17,8 +17,8 @@ Run by hand, after a demo run or the demo comparison's base run exists:
 
 3. **Selections** (`--select RANK:NORM`, repeatable, e.g. `--select exact:exact --select 16:sketch`): Quad's
    select stage rerun on the demo comparison's Quad seed-0 run (`--quad-run`) with each setting, in its own run
-   directory under `runs/scoring_floor/` (upstream stages hard-linked; the reference stage recomputed for a rank): documents scored,
-   the select stage's wall time, and the Jaccard overlap of its selection with the exact setting's.
+   directory under `runs/scoring_floor/` (upstream stages hard-linked; the reference stage recomputed for a rank):
+   documents scored, the select stage's wall time, and the Jaccard overlap of its selection with the exact one's.
 
 Writes its section of benchmarks/RESULTS.md (command, commit, machine, date).
 """
