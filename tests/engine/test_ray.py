@@ -28,6 +28,9 @@ pytestmark = pytest.mark.ray
 STAGES = ("prepare", "embed", "cluster", "proxy", "factors", "reference", "select", "export")
 # Two workers of one CPU each on the fixture's two CPUs: what a user of a 2-core machine would configure.
 RAY = {"workers": 2, "cpus_per_worker": 1}
+# ĝ_R at rank 2 and the sketched norm: the Ray workers load the factored direction and draw the same Ω (the exact path
+# is the same worker code with both off).
+FLOOR = {"reference": {"rank": 2}, "select": {"norm": "sketch", "norm_sketch_dim": 4}}
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +39,8 @@ def runs(ray_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     root = tmp_path_factory.mktemp("engines")
     write_topic_pool(root)
     dirs = {}
-    # ĝ_R at rank 2 and the sketched norm: the Ray workers load the factored direction and draw the same Ω (the
-    # exact path is the same worker code with both off).
-    floor = {"reference": {"rank": 2}, "select": {"norm": "sketch", "norm_sketch_dim": 4}}
     for engine in ("local", "ray"):
-        config = load_config(write_config(root, engine, engine=engine, ray=RAY, **floor))
+        config = load_config(write_config(root, engine, engine=engine, ray=RAY, **FLOOR))
         run_pipeline(config, until="export")
         dirs[engine] = config.run_dir
     dirs["root"] = root
@@ -99,7 +99,7 @@ def test_killed_driver_resumes_to_the_uninterrupted_selection(ray_cluster: str, 
     root = runs["root"]
     run_dir = root / "killed"
     shutil.copytree(runs["ray"], run_dir, ignore=shutil.ignore_patterns("select*", "export*", "report*", ".lock*"))
-    config = write_config(root, "killed", engine="ray", ray={**RAY, "address": ray_cluster})
+    config = write_config(root, "killed", engine="ray", ray={**RAY, "address": ray_cluster}, **FLOOR)
 
     state = run_dir / "select.partial" / "quad_state.json"
     quadselect = Path(sys.executable).with_name("quadselect")
