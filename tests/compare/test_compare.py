@@ -226,6 +226,21 @@ def test_a_comparison_records_each_run_and_goes_on_from_the_records_alone_once_i
     assert document["runs"][0]["reference_loss"] == first_metrics["reference_loss"]
     assert document["runs"][0]["stage_wall_s"] == record["stage_wall_s"]  # the measured wall times are kept
 
+    # Resumed from a record of a later run and killed before the first run is recorded: comparison.json still holds
+    # the later run's record (written before anything ran), so the next resume loses nothing.
+    later = tmp_path / "later-run-comparison.json"
+    write_json(later, {"runs": [document["runs"][1]]})
+    shutil.rmtree(files.root)
+
+    def killed_at_once(run_config: RunConfig) -> dict:
+        raise Killed("the machine went away again")
+
+    monkeypatch.setattr(driver, "selection_cost", killed_at_once)
+    with pytest.raises(Killed):
+        compare(config, recorded=[later])
+    assert [r["seed"] for r in read_json(files.comparison)["runs"]] == [1]
+    monkeypatch.setattr(driver, "selection_cost", real_cost)
+
     # A record is reused only under the fingerprint the config gives now: another training length reuses nothing.
     longer: list[str] = []
     longer_config = _with(config, train={"train_tokens": 3_000})

@@ -8,7 +8,8 @@ whole-pool values (influence scores, proxy losses, contamination flags; `RunLayo
 for top-k and every mixture with it. The stage runner's fingerprints skip what is done, so a killed comparison
 resumes where it stopped and a finished one is only re-summarized.
 
-comparison.json is rewritten after every run, so it always holds what has been measured. A run recorded there, or
+comparison.json is rewritten before the first run and after every run, so it always holds what has been measured
+and every record the comparison reuses (a kill loses none of them). A run recorded there, or
 in an earlier comparison.json passed as `recorded`, under the fingerprint its config gives now is reused, not run
 again: a comparison too long for one sitting can go on elsewhere from the records alone, once its run directories
 are gone. Fingerprints cover the config and the input paths, not the code or the files' bytes: reuse records made
@@ -206,27 +207,36 @@ def _run_plan(
     on_record: Callable[[list[dict[str, Any]]], Any],
 ) -> list[dict[str, Any]]:
     """Every planned run through evaluate, in order, or its record when `reused` holds one; each run made now is
-    stamped with `stamp`, and `on_record(records)` is called after each. The first seed of a variant shares the
-    base run's stages; its later seeds share the first seed's (its whole selection, when the method ignores the
-    seed)."""
-    records = []
+    stamped with `stamp`. `on_record(records)` is called before the first run and after each with every record known
+    so far, reused ones not yet reached included (so a kill at any point loses no record a resume was given), in plan
+    order. The first seed of a variant shares the base run's stages; its later seeds share the first seed's (its
+    whole selection, when the method ignores the seed)."""
+    known = {
+        run.run_dir: {**reused[run.run_dir], "label": run.variant.label, "seed": run.seed}
+        for run in plan
+        if run.run_dir in reused
+    }
+
+    def in_plan_order() -> list[dict[str, Any]]:
+        return [known[run.run_dir] for run in plan if run.run_dir in known]
+
+    if known:
+        on_record(in_plan_order())
     first: dict[str, Path] = {}
     with progress_bar("compare", total=len(plan), unit="runs") as bar:
         for run in plan:
-            if run.run_dir in reused:
-                record = {**reused[run.run_dir], "label": run.variant.label, "seed": run.seed}
+            if run.run_dir in known:
                 log.info(
                     "compare: %s seed %d reused from its record (%s)",
                     run.variant.label,
                     run.seed,
-                    record.get("finished") or "finish time unknown",
+                    known[run.run_dir].get("finished") or "finish time unknown",
                 )
             else:
-                record = {**_run_one(base, run, train_tokens, first), **stamp}
-            records.append(record)
-            on_record(records)
+                known[run.run_dir] = {**_run_one(base, run, train_tokens, first), **stamp}
+                on_record(in_plan_order())
             bar.update(1)
-    return records
+    return in_plan_order()
 
 
 def _run_one(base: RunConfig, run: PlannedRun, train_tokens: int, first: dict[str, Path]) -> dict[str, Any]:
