@@ -94,7 +94,7 @@ QUICK = {
         "passes": 1.0,
     },
 }
-HEADING = "## Selection methods compared: a model trained on each selection (issues 6, 15, 16)"
+HEADING = "## Selection methods compared: a model trained on each selection (issues 6, 15, 16, 19)"
 
 
 def base_config(args: argparse.Namespace) -> RunConfig:
