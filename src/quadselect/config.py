@@ -165,8 +165,8 @@ class PrepareConfig(_Strict):
     read_processes: int | None = Field(
         None,
         gt=0,
-        description="Processes reading the inputs on the local executor (null: one per core; 1: in this process). "
-        "On Ray the cluster runs the read tasks. Never changes a result.",
+        description="Processes reading the inputs on the local executor (null: one per core, for inputs of 32 MiB or "
+        "more; 1: in this process). On Ray the cluster runs the read tasks. Never changes a result.",
     )
 
 

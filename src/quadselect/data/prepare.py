@@ -96,7 +96,7 @@ def read_inputs(
         roles[role] = {"sources": sources[role]}
         log.info("prepare: read %d %s documents", sum(v["docs"] for v in sources[role].values()), role)
     if tokenizer.path is None:
-        texts = _tokenizer_sample(shards["pool"], tokenizer, seed, raw_dir, executor, where, policy)
+        texts = _tokenizer_sample(shards["pool"], tokenizer, seed, raw_dir, executor, where, _processes(policy, tasks))
         pq.write_table(pa.table({"text": pa.array(texts, pa.large_string())}), raw_dir / TOKENIZER_SAMPLE)
     return {"problems": report.to_dict(), "roles": roles, "shard_max_bytes": shard_bytes, "read_tasks": len(tasks)}
 
@@ -114,7 +114,7 @@ def _run_read_tasks(
     of this machine, or the cluster), and each marker is written once the task's files are here."""
     markers = [raw_dir / task["role"] / marker_name(task["task"]) for task in tasks]
     todo = [task for task, marker in zip(tasks, markers, strict=True) if not marker.is_file()]
-    processes = _processes(policy)
+    processes = _processes(policy, todo)
     log.info(
         "prepare: %d read tasks (%d done before) on %s",
         len(tasks),
@@ -133,8 +133,16 @@ def _run_read_tasks(
     return [read_json(marker) for marker in markers]
 
 
-def _processes(policy: PrepareConfig) -> int:
-    return policy.read_processes or os.cpu_count() or 1
+PROCESSES_MIN_BYTES = 32 * 2**20
+"""Below this much input, `read_processes: null` reads in this process: starting a process (Python and its imports,
+a second or two) costs more than it saves."""
+
+
+def _processes(policy: PrepareConfig, tasks: list[dict[str, Any]]) -> int:
+    """`prepare.read_processes`, or when null one per core for inputs worth it (`PROCESSES_MIN_BYTES`)."""
+    if policy.read_processes is not None:
+        return policy.read_processes
+    return (os.cpu_count() or 1) if sum(task["bytes"] for task in tasks) >= PROCESSES_MIN_BYTES else 1
 
 
 def _tokenizer_sample(
@@ -144,7 +152,7 @@ def _tokenizer_sample(
     raw_dir: Path,
     executor: Executor,
     where: RunLocation,
-    policy: PrepareConfig,
+    processes: int,
 ) -> list[str]:
     """The seeded reservoir sample of pool document openings the BPE trains on, in reservoir order: positions from
     `reservoir_positions`, texts read from the raw shards that hold them."""
@@ -156,7 +164,7 @@ def _tokenizer_sample(
         {"raw": str(raw_dir / "pool" / pool[i]["file"]), "rows": (positions[shard_of == i] - starts[i]).tolist()}
         for i in shards
     ]
-    by_shard = executor.map(sample_rows, items, shared=(cfg.train_chars_per_doc, where), processes=_processes(policy))
+    by_shard = executor.map(sample_rows, items, shared=(cfg.train_chars_per_doc, where), processes=processes)
     text_at: dict[int, str] = {}
     for i, texts in zip(shards, by_shard, strict=True):
         text_at.update(zip(positions[shard_of == i].tolist(), texts, strict=True))
