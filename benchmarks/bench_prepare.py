@@ -1,16 +1,20 @@
-"""Prepare a ~1 GB JSONL pool and measure throughput and peak memory (issue 2's bounded-memory goal).
+"""Prepare a JSONL pool and measure throughput and peak memory against the tokenizer's own rate (issues 2 and 18).
 
-Run by hand:  .venv/bin/python benchmarks/bench_prepare.py --size-gb 1.0 --workdir /tmp/qs-bench-prepare
+Run by hand:  .venv/bin/python benchmarks/bench_prepare.py --size-gb 0.25 --workdir /tmp/qs-bench-prepare
 
 The pool is real text: the shipped demo pool's documents (or, before it exists, Debian's licence texts) written
 round-robin with a running counter until the file reaches the requested size. `prepare` runs in a subprocess under
-`/usr/bin/time -v`, so the peak RSS is the whole process's, imports included.
+`/usr/bin/time -v` (the peak RSS is the largest process's, imports included), with 1 and 2 reading processes
+(`prepare.read_processes`; the file is read as byte ranges of `--split-mb`), once training its BPE and once given
+that tokenizer (`tokenizer.path`: reading and counting alone). The ratios compare each with the run's tokenizer's own
+`encode_batch` on the same texts and cores, measured in the same invocation.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -23,6 +27,7 @@ import yaml
 from quadselect.layout import RunLayout
 
 ROOT = Path(__file__).resolve().parents[1]
+PYTHONPATH = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}  # the code this runs
 
 
 def source_texts() -> list[str]:
@@ -47,55 +52,119 @@ def write_pool(path: Path, size_bytes: int) -> int:
     return n
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--size-gb", type=float, default=1.0)
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/qs-bench-prepare"))
-    args = parser.parse_args()
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    pool = args.workdir / "pool.jsonl"
-    size = int(args.size_gb * 1e9)
-    if not pool.is_file() or pool.stat().st_size < size:
-        docs = write_pool(pool, size)
-    else:
-        with open(pool, "rb") as fh:
-            docs = sum(1 for _ in fh)
-    ref = args.workdir / "ref.jsonl"
-    with open(pool, encoding="utf-8") as src, open(ref, "w", encoding="utf-8") as dst:
-        for _, line in zip(range(200), src, strict=False):
-            dst.write(line)
-    run_dir = args.workdir / "run"
+def run_prepare(workdir: Path, pool: Path, ref: Path, name: str, prepare: dict, tokenizer: dict) -> dict:
+    """`quadselect prepare` in a subprocess under `/usr/bin/time -v`: wall time, the peak RSS of the largest process
+    (the driver or a reading process) and the stage's summary."""
+    run_dir = workdir / name
     subprocess.run(["rm", "-rf", str(run_dir)], check=True)
-    config = args.workdir / "config.yaml"
+    config = workdir / f"{name}.yaml"
+    data = {"pool": [{"path": str(pool), "id_field": "id"}], "reference": [{"path": str(ref)}]}
     config.write_text(
-        yaml.safe_dump(
-            {
-                "run_dir": str(run_dir),
-                "data": {"pool": [{"path": str(pool), "id_field": "id"}], "reference": [{"path": str(ref)}]},
-            }
-        )
+        yaml.safe_dump({"run_dir": str(run_dir), "data": data, "prepare": prepare, "tokenizer": tokenizer})
     )
     start = time.perf_counter()
     proc = subprocess.run(
         ["/usr/bin/time", "-v", str(Path(sys.executable).parent / "quadselect"), "--quiet", "prepare", str(config)],
         capture_output=True,
         text=True,
-        env={"QUADSELECT_NO_PROGRESS": "1", "PATH": "/usr/bin:/bin"},
+        env={"QUADSELECT_NO_PROGRESS": "1", "PATH": "/usr/bin:/bin", **PYTHONPATH},
     )
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(proc.stderr[-3000:])
     rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
     marker = json.loads(RunLayout(run_dir).marker("prepare").read_text())
-    pool_stats = marker["summary"]["roles"]["pool"]
-    mb = pool.stat().st_size / 1e6
-    print("| pool | documents | tokens | shards | wall (s) | throughput (MB/s) | peak RSS (MB) |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    print(
-        f"| {mb:,.0f} MB JSONL | {pool_stats['docs']:,} | {pool_stats['tokens']:,} | {pool_stats['shards']} | "
-        f"{wall:.0f} | {mb / wall:.1f} | {rss_kb / 1024:.0f} |"
+    return {"wall": wall, "rss_mb": rss_kb / 1024, "summary": marker["summary"], "run_dir": run_dir}
+
+
+ENCODE = """
+import sys, time
+import pyarrow.parquet as pq
+from quadselect.data.tokenizer import count_tokens, load_tokenizer
+tokenizer = load_tokenizer(sys.argv[1])
+texts = [t for f in sys.argv[2:] for t in pq.read_table(f, columns=["text"])["text"].to_pylist()]
+start = time.perf_counter()
+for i in range(0, len(texts), 1000):
+    count_tokens(tokenizer, texts[i : i + 1000])
+print(time.perf_counter() - start, sum(len(t.encode()) for t in texts))
+"""
+
+
+def tokenizer_rate(run_dir: Path, threads: int) -> float:
+    """The run's tokenizer's own batch encoder on the pool's prepared texts, `threads` Rust threads: MB/s."""
+    layout = RunLayout(run_dir).prepare
+    shards = [str(layout.pool / s["file"]) for s in json.loads((layout.pool / "index.json").read_text())["shards"]]
+    proc = subprocess.run(
+        [sys.executable, "-c", ENCODE, str(layout.tokenizer), *shards],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={
+            "RAYON_NUM_THREADS": str(threads),
+            "TOKENIZERS_PARALLELISM": "true",
+            "PATH": "/usr/bin:/bin",
+            **PYTHONPATH,
+        },
     )
-    print(f"(generated {docs:,} documents)")
+    seconds, size = proc.stdout.split()
+    return int(size) / 1e6 / float(seconds)
+
+
+def json_rate(pool: Path) -> float:
+    """Reading and parsing the JSONL on one core: MB/s."""
+    start = time.perf_counter()
+    with open(pool, "rb") as fh:
+        for line in fh:
+            json.loads(line)
+    return pool.stat().st_size / 1e6 / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-gb", type=float, default=1.0)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/qs-bench-prepare"))
+    parser.add_argument("--processes", default="1,2", help="Reading processes to compare (prepare.read_processes).")
+    parser.add_argument("--split-mb", type=int, default=16, help="prepare.split_bytes, in MiB: the read tasks' size.")
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    pool = args.workdir / "pool.jsonl"
+    size = int(args.size_gb * 1e9)
+    if not pool.is_file() or pool.stat().st_size < size:
+        write_pool(pool, size)
+    ref = args.workdir / "ref.jsonl"
+    with open(pool, encoding="utf-8") as src, open(ref, "w", encoding="utf-8") as dst:
+        for _, line in zip(range(200), src, strict=False):
+            dst.write(line)
+    mb = pool.stat().st_size / 1e6
+    split = {"split_bytes": args.split_mb * 2**20}
+    runs = {
+        p: run_prepare(args.workdir, pool, ref, f"run-p{p}", {**split, "read_processes": int(p)}, {})
+        for p in args.processes.split(",")
+    }
+    first = next(iter(runs.values()))
+    given = {"path": str(RunLayout(first["run_dir"]).prepare.tokenizer)}
+    counted = {
+        p: run_prepare(args.workdir, pool, ref, f"given-p{p}", {**split, "read_processes": int(p)}, given) for p in runs
+    }
+    rates = {threads: tokenizer_rate(first["run_dir"], threads) for threads in (1, 2)}
+    stats = first["summary"]["roles"]["pool"]
+    print(
+        f"Pool: {mb:,.0f} MB JSONL, {stats['docs']:,} documents, {stats['tokens']:,} tokens, "
+        f"{first['summary']['read_tasks']} read tasks of ≤ {args.split_mb} MiB."
+    )
+    print(
+        f"JSON reading and parsing, 1 core: {json_rate(pool):.1f} MB/s. The run's tokenizer's encode_batch: "
+        f"{rates[1]:.2f} MB/s on 1 thread, {rates[2]:.2f} MB/s on 2."
+    )
+    print()
+    print(
+        "| tokenizer | reading processes | wall (s) | MB/s | × tokenizer, 2 threads | peak RSS, largest process (MB) |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for label, results in (("trained here (BPE)", runs), ("given (tokenizer.path)", counted)):
+        for p, r in results.items():
+            rate = mb / r["wall"]
+            print(f"| {label} | {p} | {r['wall']:.0f} | {rate:.2f} | {rate / rates[2]:.2f} | {r['rss_mb']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -156,6 +156,18 @@ class PrepareConfig(_Strict):
     )
     batch_docs: int = Field(1_000, gt=0, description="Documents tokenized and written per batch.")
     report_examples: int = Field(5, ge=0, description="Examples (file, line) kept per kind of skipped record.")
+    split_bytes: int = Field(
+        256 * 2**20,
+        gt=0,
+        description="Inputs are read in parallel, one task per file; a plain JSONL file bigger than this is read as "
+        "byte ranges of this size, a Parquet file as ranges of row groups, each a task of its own.",
+    )
+    read_processes: int | None = Field(
+        None,
+        gt=0,
+        description="Processes reading the inputs on the local executor (null: one per core, for inputs of 32 MiB or "
+        "more; 1: in this process). On Ray the cluster runs the read tasks. Never changes a result.",
+    )
 
 
 class EmbedConfig(_Strict):

@@ -114,8 +114,8 @@ def test_crash_during_token_counting_resumes_to_identical_shards(
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(crashed, until="prepare")
     partial = crashed.run_dir / "prepare.partial"
-    assert (partial / "pool" / "shard-00000.parquet").is_file()
-    assert not (partial / "pool" / "shard-00001.parquet").exists()
+    assert (partial / "pool" / "t00000-00000.parquet").is_file()
+    assert not (partial / "pool" / "t00000-00001.parquet").exists()
     assert not (crashed.run_dir / "prepare").exists()
 
     monkeypatch.setattr(prepare_module, "count_tokens", real)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import functools
+import os
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from quadselect.engine.ray_cluster import RayExecutor, import_ray
 from quadselect.errors import QuadselectError
 from quadselect.pipeline import build_pipeline
 from quadselect.run import fingerprint
-from tests.engine.workers import Squarer, cube
+from tests.engine.workers import Squarer, cube, process_id
 from tests.stages.conftest import tiny_config
 
 
@@ -25,6 +26,15 @@ def test_local_map_stream_and_pool_keep_item_order_and_pass_shared_values() -> N
     assert [r["square"] for r in executor.stream(Squarer, [{"x": 4}, {"x": 2}])] == [16, 4]
     with executor.pool(Squarer) as pool:
         assert [v for v, _ in pool.map("square", [5, 6], 100)] == [125, 136]
+
+
+def test_local_map_over_processes_keeps_item_order_and_runs_in_other_processes() -> None:
+    executor = LocalExecutor()
+    items = list(range(7))
+    assert list(executor.map(cube, items, processes=3)) == [x**3 for x in items]
+    pids = set(executor.map(process_id, items, shared=("tag",), processes=2))
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2
+    assert list(executor.map(process_id, [1], shared=("tag",), processes=2)) == [os.getpid()]  # one item: here
 
 
 def test_local_pool_builds_its_worker_once_and_reads_items_lazily() -> None:

@@ -39,3 +39,9 @@ def cube(x: int, flag: str | None = None, crash_at: int | None = None) -> int:
     if flag is not None and x == crash_at:
         die_once(flag)
     return x**3
+
+
+def process_id(item: int, tag: str) -> int:
+    """The process a task ran in (`tag`: a shared value, passed along with every task)."""
+    assert tag == "tag"
+    return os.getpid()

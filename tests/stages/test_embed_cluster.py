@@ -92,8 +92,8 @@ def test_embed_resumes_only_unfinished_shards(topical_inputs, monkeypatch) -> No
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(cfg, until="embed")
     assert sorted(p.name for p in (cfg.run_dir / "embed.partial").glob("*.npy")) == [
-        "shard-00000.npy",
-        "shard-00001.npy",
+        "t00000-00000.npy",
+        "t00000-00001.npy",
     ]
     calls.clear()
     monkeypatch.setattr(stage_workers, "embed_texts", lambda *a, **k: (calls.append(1), real(*a, **k))[1])

@@ -49,7 +49,7 @@ def test_a_low_rank_direction_is_the_truncated_svd_of_the_exact_one(topic_pool: 
     assert select_args(low)["select"]["norm"] == "sketch"
     # `quadselect score` scores with the same factors and the same Ω: a document Quad scored gets its score again.
     scored = pq.read_table(RunLayout(low.run_dir).select.scored).to_pydict()
-    pool = pq.read_table(sorted(RunLayout(low.run_dir).prepare.pool.glob("shard-*.parquet"))[0]).to_pydict()
+    pool = pq.read_table(sorted(RunLayout(low.run_dir).prepare.pool.glob("t*-*.parquet"))[0]).to_pydict()
     rows = [r for r in scored["row"] if r < len(pool["text"])][:3]
     write_jsonl(topic_pool / "docs.jsonl", [{"text": pool["text"][r], "id": str(r)} for r in rows])
     records = score_file(low.run_dir / "config.resolved.yaml", topic_pool / "docs.jsonl")

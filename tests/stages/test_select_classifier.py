@@ -57,7 +57,7 @@ def _select(cfg: RunConfig) -> tuple[dict[str, list[Any]], dict[str, Any]]:
 def _pool_texts(cfg: RunConfig) -> list[str]:
     pool = RunLayout(cfg.run_dir).prepare.pool
     return [
-        t for f in sorted(pool.glob("shard-*.parquet")) for t in pq.read_table(f, columns=["text"])["text"].to_pylist()
+        t for f in sorted(pool.glob("t*-*.parquet")) for t in pq.read_table(f, columns=["text"])["text"].to_pylist()
     ]
 
 
@@ -155,7 +155,7 @@ def test_semantic_dedup_removes_near_duplicates_as_brute_force_finds_them(pool_w
 
     layout = RunLayout(cfg.run_dir)
     vectors = np.concatenate(
-        [np.load(f).astype(np.float32) for f in sorted(layout.embed.root.glob("shard-*.npy"))], axis=0
+        [np.load(f).astype(np.float32) for f in sorted(layout.embed.root.glob("t*-*.npy"))], axis=0
     )
     assignments = pq.read_table(layout.cluster.assignments).to_pydict()
     centroids = np.load(layout.cluster.centroids)

@@ -2,19 +2,21 @@
 
 Three steps, each writing into directories it is given (the stage makes them resumable, `quadselect.stages.prepare`):
 
-1. `read_inputs`: stream every input through the bad-input policies into raw shards, one folder per role, and draw
-   the seeded tokenizer sample;
+1. `read_inputs`: read every input through the bad-input policies into raw shards, one folder per role, and draw
+   the seeded tokenizer sample, in parallel tasks (`quadselect.data.read_tasks`);
 2. `build_tokenizer`: train the byte-level BPE on that sample (or load the configured tokenizer);
 3. `ShardTokenCounter`: add token counts to a raw shard (a worker; one shard at a time, written atomically).
 
-Memory is bounded by one batch of documents plus the tokenizer sample, never by the pool.
+A worker's memory is bounded by one batch of documents, never by the pool; the driver holds the tokenizer's sample and
+the duplicate-id check's hashes (8 bytes and a set entry per document of a role).
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+import os
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +26,22 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from transformers import PreTrainedTokenizerBase
 
-from quadselect.atomic import atomic_path
+from quadselect.atomic import atomic_path, read_json, write_json
 from quadselect.config import DataConfig, PrepareConfig, SourceSpec, TokenizerConfig
-from quadselect.data.normalize import Document, IdRegistry, iter_documents
+from quadselect.data.normalize import generated_id
 from quadselect.data.problems import ProblemReport
-from quadselect.data.shards import RAW_SCHEMA, SHARD_SCHEMA, ShardSet, ShardWriter, write_index
+from quadselect.data.read_tasks import (
+    marker_name,
+    plan_read_tasks,
+    read_task,
+    reduce_reads,
+    reservoir_positions,
+    sample_rows,
+    task_prefix,
+)
+from quadselect.data.shards import SHARD_SCHEMA, ShardSet, write_index
 from quadselect.data.tokenizer import count_tokens, load_tokenizer, train_bpe_tokenizer
+from quadselect.engine.base import Executor
 from quadselect.errors import InputDataError
 from quadselect.progress import progress_bar
 from quadselect.resources import available_memory, shard_byte_limit
@@ -49,11 +61,18 @@ def _specs(data: DataConfig) -> dict[str, list[SourceSpec]]:
 
 
 def read_inputs(
-    data: DataConfig, policy: PrepareConfig, tokenizer: TokenizerConfig, raw_dir: Path, seed: int
+    data: DataConfig,
+    policy: PrepareConfig,
+    tokenizer: TokenizerConfig,
+    raw_dir: Path,
+    seed: int,
+    executor: Executor,
+    where: RunLocation,
 ) -> dict[str, Any]:
     """Step 1: every role's documents as raw shards in `raw_dir/<role>/` (and, unless a tokenizer is configured, the
-    seeded tokenizer sample); returns the problems found, the documents and characters per source of each role, and
-    the shard byte bound used."""
+    seeded tokenizer sample), read by parallel tasks (`quadselect.data.read_tasks`); returns the problems found, the
+    documents and characters per source of each role, and the shard byte bound used. Finished tasks of a killed
+    attempt are kept."""
     shard_bytes = shard_byte_limit(policy.shard_max_bytes, available_memory())
     if shard_bytes < policy.shard_max_bytes:
         log.warning(
@@ -62,42 +81,94 @@ def read_inputs(
             shard_bytes / 2**20,
             policy.shard_max_bytes / 2**20,
         )
-    report = ProblemReport(max_examples=policy.report_examples)
-    sampler = _Reservoir(tokenizer.train_docs, tokenizer.train_chars_per_doc, seed)
-    want_sample = tokenizer.path is None
+    specs = _specs(data)
+    tasks = plan_read_tasks(specs, policy.split_bytes)
+    results = _run_read_tasks(tasks, specs, policy, shard_bytes, raw_dir, executor, where)
+    report, shards, sources = reduce_reads(tasks, results, specs, raw_dir, policy.report_examples, where)
     roles: dict[str, Any] = {}
-    for role, specs in _specs(data).items():
-        writer = ShardWriter(raw_dir / role, RAW_SCHEMA, max_docs=policy.shard_max_docs, max_bytes=shard_bytes)
-        per_source: dict[str, Counter[str]] = defaultdict(Counter)
-        ids = IdRegistry()
-        bar = progress_bar(f"prepare: reading {role}", total=None, unit="docs")
-        for batch in _batches(_docs_of(specs, policy, report, ids), policy.batch_docs):
-            writer.write(
-                {
-                    "doc_id": [d.doc_id for d in batch],
-                    "text": [d.text for d in batch],
-                    "source": [d.source for d in batch],
-                }
-            )
-            for d in batch:
-                per_source[d.source]["docs"] += 1
-                per_source[d.source]["chars"] += len(d.text)
-                if want_sample and role == "pool":
-                    sampler.offer(d.text)
-            bar.update(len(batch))
-        bar.close()
-        shards = writer.close()
-        if not shards:
+    for role, role_specs in specs.items():
+        if not shards.get(role):
             raise InputDataError(
-                f"the {role} set is empty: no usable document in {', '.join(_describe(s) for s in specs)}. "
+                f"the {role} set is empty: no usable document in {', '.join(_describe(s) for s in role_specs)}. "
                 f"Problems found: {_problem_line(report)}. Check text_field and the files."
             )
-        write_index(raw_dir / role, shards)
-        roles[role] = {"sources": {k: dict(v) for k, v in sorted(per_source.items())}}
-        log.info("prepare: read %d %s documents", sum(v["docs"] for v in per_source.values()), role)
-    if want_sample:
-        pq.write_table(pa.table({"text": sampler.texts()}), raw_dir / TOKENIZER_SAMPLE)
-    return {"problems": report.to_dict(), "roles": roles, "shard_max_bytes": shard_bytes}
+        write_index(raw_dir / role, shards[role])
+        roles[role] = {"sources": sources[role]}
+        log.info("prepare: read %d %s documents", sum(v["docs"] for v in sources[role].values()), role)
+    if tokenizer.path is None:
+        texts = _tokenizer_sample(shards["pool"], tokenizer, seed, raw_dir, executor, where, _processes(policy, tasks))
+        pq.write_table(pa.table({"text": pa.array(texts, pa.large_string())}), raw_dir / TOKENIZER_SAMPLE)
+    return {"problems": report.to_dict(), "roles": roles, "shard_max_bytes": shard_bytes, "read_tasks": len(tasks)}
+
+
+def _run_read_tasks(
+    tasks: list[dict[str, Any]],
+    specs: dict[str, list[SourceSpec]],
+    policy: PrepareConfig,
+    shard_bytes: int,
+    raw_dir: Path,
+    executor: Executor,
+    where: RunLocation,
+) -> list[dict[str, Any]]:
+    """Every task's summary, from its marker or by running it: tasks without a marker go to the executor (processes
+    of this machine, or the cluster), and each marker is written once the task's files are here."""
+    markers = [raw_dir / task["role"] / marker_name(task["task"]) for task in tasks]
+    todo = [task for task, marker in zip(tasks, markers, strict=True) if not marker.is_file()]
+    processes = _processes(policy, todo)
+    log.info(
+        "prepare: %d read tasks (%d done before) on %s",
+        len(tasks),
+        len(tasks) - len(todo),
+        f"{min(processes, max(1, len(todo)))} processes" if executor.in_process else executor.describe(),
+    )
+    shared = (specs, policy, shard_bytes, str(raw_dir), where)
+    with progress_bar("prepare: reading", total=len(tasks), unit="tasks") as bar:
+        bar.update(len(tasks) - len(todo))
+        for task, result in zip(todo, executor.map(read_task, todo, shared=shared, processes=processes), strict=True):
+            folder = raw_dir / task["role"]
+            folder.mkdir(parents=True, exist_ok=True)
+            where.collect(folder / f"{task_prefix(task['task'])}.docs.parquet")  # written on another machine
+            write_json(folder / marker_name(task["task"]), result)
+            bar.update(1)
+    return [read_json(marker) for marker in markers]
+
+
+PROCESSES_MIN_BYTES = 32 * 2**20
+"""Below this much input, `read_processes: null` reads in this process: starting a process (Python and its imports,
+a second or two) costs more than it saves."""
+
+
+def _processes(policy: PrepareConfig, tasks: list[dict[str, Any]]) -> int:
+    """`prepare.read_processes`, or when null one per core for inputs worth it (`PROCESSES_MIN_BYTES`)."""
+    if policy.read_processes is not None:
+        return policy.read_processes
+    return (os.cpu_count() or 1) if sum(task["bytes"] for task in tasks) >= PROCESSES_MIN_BYTES else 1
+
+
+def _tokenizer_sample(
+    pool: list[dict[str, Any]],
+    cfg: TokenizerConfig,
+    seed: int,
+    raw_dir: Path,
+    executor: Executor,
+    where: RunLocation,
+    processes: int,
+) -> list[str]:
+    """The seeded reservoir sample of pool document openings the BPE trains on, in reservoir order: positions from
+    `reservoir_positions`, texts read from the raw shards that hold them."""
+    positions = reservoir_positions(sum(int(s["docs"]) for s in pool), cfg.train_docs, seed)
+    starts = np.cumsum([0] + [int(s["docs"]) for s in pool])
+    shard_of = np.searchsorted(starts, positions, side="right") - 1
+    shards = np.unique(shard_of)
+    items = [
+        {"raw": str(raw_dir / "pool" / pool[i]["file"]), "rows": (positions[shard_of == i] - starts[i]).tolist()}
+        for i in shards
+    ]
+    by_shard = executor.map(sample_rows, items, shared=(cfg.train_chars_per_doc, where), processes=processes)
+    text_at: dict[int, str] = {}
+    for i, texts in zip(shards, by_shard, strict=True):
+        text_at.update(zip(positions[shard_of == i].tolist(), texts, strict=True))
+    return [text_at[p] for p in positions.tolist()]
 
 
 def _describe(spec: SourceSpec) -> str:
@@ -106,45 +177,6 @@ def _describe(spec: SourceSpec) -> str:
 
 def _problem_line(report: ProblemReport) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(report.counts.items())) or "none"
-
-
-def _docs_of(specs: list[SourceSpec], policy: Any, report: ProblemReport, ids: IdRegistry) -> Iterator[Document]:
-    for spec in specs:
-        yield from iter_documents(spec, policy, report, ids)
-
-
-def _batches(docs: Iterator[Document], size: int) -> Iterator[list[Document]]:
-    batch: list[Document] = []
-    for doc in docs:
-        batch.append(doc)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-class _Reservoir:
-    """Seeded reservoir sample of document openings (Algorithm R): a uniform sample in one pass, bounded memory."""
-
-    def __init__(self, k: int, chars: int, seed: int) -> None:
-        self.k = k
-        self.chars = chars
-        self.rng = np.random.default_rng(seed)
-        self.items: list[str] = []
-        self.seen = 0
-
-    def offer(self, text: str) -> None:
-        self.seen += 1
-        if len(self.items) < self.k:
-            self.items.append(text[: self.chars])
-            return
-        j = int(self.rng.integers(0, self.seen))
-        if j < self.k:
-            self.items[j] = text[: self.chars]
-
-    def texts(self) -> list[str]:
-        return self.items
 
 
 def build_tokenizer(cfg: TokenizerConfig, raw_dir: Path) -> PreTrainedTokenizerBase:
@@ -159,9 +191,12 @@ def build_tokenizer(cfg: TokenizerConfig, raw_dir: Path) -> PreTrainedTokenizerB
 
 
 class ShardTokenCounter:
-    """A worker: adds token counts to whole raw shards, `{"raw": path, "dest": path}` → `{"docs": n}`; the counted
-    shard is written atomically, so a finished shard is never redone. On a machine that does not see the run
-    directory, the tokenizer and the raw shard are read from the run's store and the counted shard uploaded there."""
+    """A worker: adds token counts to whole raw shards and gives every document its final id, `{"raw": path, "dest":
+    path, "label": source label, "record_offset": n, "renames": path | None}` → `{"docs": n}` (the id of a record
+    without one is `<label>-<record index + offset>`; `renames` holds duplicate ids renamed by step 1's reduction).
+    The counted shard is written atomically, so a finished shard is never redone. On a machine that does not see the
+    run directory, the tokenizer and the raw shard are read from the run's store and the counted shard uploaded
+    there."""
 
     def __init__(
         self,
@@ -185,7 +220,7 @@ class ShardTokenCounter:
                 self.progress(len(counts) - start)
         table = pa.table(
             {
-                "doc_id": table["doc_id"],
+                "doc_id": pa.array(self._final_ids(table, item), pa.string()),
                 "text": table["text"],
                 "n_tokens": pa.array(counts, pa.int32()),
                 "source": table["source"],
@@ -195,6 +230,18 @@ class ShardTokenCounter:
         _write_table_atomic(table, self.where.writable(item["dest"]))
         self.where.uploaded(item["dest"])
         return {"docs": len(texts)}
+
+    def _final_ids(self, table: pa.Table, item: dict[str, Any]) -> list[str]:
+        label, offset = item["label"], int(item["record_offset"])
+        ids = [
+            given if given is not None else generated_id(label, record + offset)
+            for given, record in zip(table["doc_id"].to_pylist(), table["record"].to_pylist(), strict=True)
+        ]
+        if item.get("renames"):
+            renamed = pq.read_table(self.where.readable(item["renames"]))
+            for row, doc_id in zip(renamed["row"].to_pylist(), renamed["doc_id"].to_pylist(), strict=True):
+                ids[row] = doc_id
+        return ids
 
 
 def role_summary(raw_dir: Path, out_dir: Path, raw_stats: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 # kind -> (action taken, what to do about it)
 PROBLEM_KINDS: dict[str, tuple[str, str]] = {
     "malformed_json": ("skipped", "fix or remove the line; each JSONL line must be one JSON object"),
-    "not_an_object": ("skipped", "each JSONL line must be a JSON object like {\"text\": ...}"),
+    "not_an_object": ("skipped", 'each JSONL line must be a JSON object like {"text": ...}'),
     "bad_utf8": ("skipped", "re-encode the file as UTF-8, or set prepare.bad_utf8: replace"),
     "bad_utf8_replaced": ("repaired", "invalid bytes were replaced by U+FFFD"),
     "line_too_long": ("skipped", "raise prepare.max_line_bytes if such huge lines are real documents"),
@@ -45,28 +45,52 @@ class ProblemReport:
 
     max_examples: int = 5
     counts: Counter[str] = field(default_factory=Counter)
-    examples: dict[str, list[str]] = field(default_factory=dict)
+    first: dict[str, list[Problem]] = field(default_factory=dict)
 
     def add(self, problem: Problem) -> None:
         self.counts[problem.kind] += 1
-        shown = self.examples.setdefault(problem.kind, [])
+        shown = self.first.setdefault(problem.kind, [])
         if len(shown) < self.max_examples:
-            detail = f" ({problem.detail})" if problem.detail else ""
-            shown.append(problem.where() + detail)
+            shown.append(problem)
 
-    def merge(self, other: ProblemReport) -> None:
+    def merge(self, other: ProblemReport, line_offset: int = 0) -> None:
+        """Add `other`'s counts and examples after this report's; `line_offset` makes its line numbers (counted
+        from a part of a file) the file's."""
         for kind, count in other.counts.items():
             self.counts[kind] += count
-            shown = self.examples.setdefault(kind, [])
-            shown.extend(other.examples.get(kind, [])[: max(0, self.max_examples - len(shown))])
+            shown = self.first.setdefault(kind, [])
+            for problem in other.first.get(kind, [])[: max(0, self.max_examples - len(shown))]:
+                line = problem.line + line_offset if problem.line is not None else None
+                shown.append(Problem(problem.kind, problem.file, line, problem.detail))
+
+    @property
+    def examples(self) -> dict[str, list[str]]:
+        """The examples of each kind as `file:line (detail)`."""
+        return {
+            kind: [p.where() + (f" ({p.detail})" if p.detail else "") for p in found]
+            for kind, found in self.first.items()
+        }
+
+    def to_parts(self) -> dict[str, Any]:
+        """Plain data a task sends back to the driver (`from_parts` reads it)."""
+        return {
+            "counts": dict(self.counts),
+            "first": {kind: [[p.file, p.line, p.detail] for p in found] for kind, found in self.first.items()},
+        }
+
+    @classmethod
+    def from_parts(cls, parts: dict[str, Any], max_examples: int) -> ProblemReport:
+        first = {kind: [Problem(kind, *example) for example in found] for kind, found in parts["first"].items()}
+        return cls(max_examples, Counter(parts["counts"]), first)
 
     def to_dict(self) -> dict[str, Any]:
+        examples = self.examples
         return {
             kind: {
                 "count": count,
                 "action": PROBLEM_KINDS[kind][0],
                 "hint": PROBLEM_KINDS[kind][1],
-                "examples": self.examples.get(kind, []),
+                "examples": examples.get(kind, []),
             }
             for kind, count in sorted(self.counts.items())
         }

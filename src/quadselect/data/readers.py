@@ -83,31 +83,54 @@ def iter_source(spec: SourceSpec, *, max_line_bytes: int, bad_utf8: str) -> Iter
     if spec.hub is not None:
         yield from _iter_hub(spec)
         return
+    for file, fmt in source_files(spec):
+        yield from read_file(file, fmt, spec, max_line_bytes=max_line_bytes, bad_utf8=bad_utf8)
+
+
+def source_files(spec: SourceSpec) -> list[tuple[Path | str, str]]:
+    """The files of a path source with their formats, in reading order (a folder's files sorted by path)."""
     assert spec.path is not None
     fmt = spec.format if spec.format != "auto" else detect_format(spec.path)
-    if fmt == "directory":
-        suffixes = JSONL_SUFFIXES + PARQUET_SUFFIXES
-        files: list[Path] | list[str]
-        if isinstance(spec.path, str):
-            files = storage.list_files(spec.path, suffixes)
-        else:
-            files = sorted(p for p in spec.path.rglob("*") if p.is_file() and p.name.lower().endswith(suffixes))
-        if not files:
-            raise InputDataError(f"{spec.path}: the directory holds no .jsonl[.gz|.zst] or .parquet files.")
-        for file in files:
-            yield from _iter_file(file, detect_format(file), spec, max_line_bytes, bad_utf8)
-        return
-    yield from _iter_file(spec.path, fmt, spec, max_line_bytes, bad_utf8)
+    if fmt != "directory":
+        return [(spec.path, fmt)]
+    suffixes = JSONL_SUFFIXES + PARQUET_SUFFIXES
+    files: list[Path] | list[str]
+    if isinstance(spec.path, str):
+        files = storage.list_files(spec.path, suffixes)
+    else:
+        files = sorted(p for p in spec.path.rglob("*") if p.is_file() and p.name.lower().endswith(suffixes))
+    if not files:
+        raise InputDataError(f"{spec.path}: the directory holds no .jsonl[.gz|.zst] or .parquet files.")
+    return [(file, detect_format(file)) for file in files]
 
 
-def _iter_file(
-    path: Path | str, fmt: str, spec: SourceSpec, max_line_bytes: int, bad_utf8: str
+@dataclass
+class Part:
+    """Which part of a file to read: lines starting in the byte range [start, end) of an uncompressed JSONL file,
+    or the row groups [start, end) of a Parquet file (whose first row is row `first_row` of the file). Reading a
+    JSONL range counts the lines it read into `lines`, so line numbers (local to the range) can be made the file's."""
+
+    start: int
+    end: int
+    first_row: int = 0
+    lines: int = 0
+
+
+def read_file(
+    path: Path | str,
+    fmt: str,
+    spec: SourceSpec,
+    *,
+    max_line_bytes: int,
+    bad_utf8: str,
+    part: Part | None = None,
 ) -> Iterator[RawRecord | Problem]:
-    log.info("reading %s (%s)", path, fmt)
+    """The records of one file, or of one `part` of it."""
+    log.info("reading %s (%s)%s", path, fmt, f", part {part.start}-{part.end}" if part else "")
     if fmt == "jsonl":
-        yield from iter_jsonl(path, max_line_bytes=max_line_bytes, bad_utf8=bad_utf8)
+        yield from iter_jsonl(path, max_line_bytes=max_line_bytes, bad_utf8=bad_utf8, part=part)
     elif fmt == "parquet":
-        yield from iter_parquet(path, spec)
+        yield from iter_parquet(path, spec, part=part)
     elif fmt == "hf_disk" and isinstance(path, Path):
         yield from _iter_hf_disk(path, spec)
     else:
@@ -179,35 +202,63 @@ class _ZstdRaw(io.RawIOBase):
         super().close()
 
 
-def _bounded_lines(fh: BinaryIO, max_line_bytes: int) -> Iterator[tuple[int, bytes | None]]:
-    """Yield (line number, bytes), or (line number, None) for a line over the limit, which is skipped in chunks."""
+def _bounded_lines(fh: BinaryIO, max_line_bytes: int, length: int | None = None) -> Iterator[tuple[int, bytes | None]]:
+    """Yield (line number, bytes), or (line number, None) for a line over the limit, which is skipped in chunks; with
+    `length`, only the lines that start within the next `length` bytes."""
     line_no = 0
-    while True:
+    consumed = 0
+    while length is None or consumed < length:
         chunk = fh.readline(max_line_bytes + 1)
         if not chunk:
             return
         line_no += 1
+        consumed += len(chunk)
         if len(chunk) > max_line_bytes:
             while not chunk.endswith(b"\n"):
                 chunk = fh.readline(1 << 20)
                 if not chunk:
                     break
+                consumed += len(chunk)
             yield line_no, None
             continue
         yield line_no, chunk
 
 
-def iter_jsonl(path: Path | str, *, max_line_bytes: int, bad_utf8: str = "skip") -> Iterator[RawRecord | Problem]:
-    """Records of a JSONL file (plain, gzip or zstd); bad lines become `Problem`s and reading goes on."""
+def _seek_to_line_start(fh: BinaryIO, start: int) -> int:
+    """Position `fh` at the first line that starts at or after byte `start` (the line running across `start`
+    belongs to the part before); returns that position."""
+    if start == 0:
+        return 0
+    fh.seek(start - 1)
+    if fh.read(1) == b"\n":
+        return start
+    position = start
+    while True:
+        chunk = fh.readline(1 << 20)
+        position += len(chunk)
+        if not chunk or chunk.endswith(b"\n"):
+            return position
+
+
+def iter_jsonl(
+    path: Path | str, *, max_line_bytes: int, bad_utf8: str = "skip", part: Part | None = None
+) -> Iterator[RawRecord | Problem]:
+    """Records of a JSONL file (plain, gzip or zstd), or of the lines starting in a byte range of a plain one (line
+    numbers then count from the range's first line); bad lines become `Problem`s and reading goes on."""
     name = str(path)
     line_no = 0
     try:
         with _open_binary(path) as fh:
-            for line_no, raw in _bounded_lines(fh, max_line_bytes):
+            length = None
+            if part is not None:
+                length = part.end - _seek_to_line_start(fh, part.start)
+            for line_no, raw in _bounded_lines(fh, max_line_bytes, length):
+                if part is not None:
+                    part.lines = line_no
                 if raw is None:
                     yield Problem("line_too_long", name, line_no, f"over {max_line_bytes} bytes")
                     continue
-                if line_no == 1:
+                if line_no == 1 and (part is None or part.start == 0):
                     raw = raw.removeprefix(codecs.BOM_UTF8)  # written by some Windows tools; not part of the JSON
                 if not raw.strip():
                     continue
@@ -229,6 +280,14 @@ def iter_jsonl(path: Path | str, *, max_line_bytes: int, bad_utf8: str = "skip")
                     yield Problem("not_an_object", name, line_no, f"got a JSON {type(obj).__name__}")
                     continue
                 yield RawRecord(name, line_no, obj)
+            if part is not None and fh.tell() < part.end:
+                yield Problem(
+                    "corrupt_file",
+                    name,
+                    line_no + 1,
+                    f"the file ends at byte {fh.tell()}, before byte {part.end} it had when the read was planned "
+                    "(truncated while being read)",
+                )
     except (EOFError, OSError, zlib.error, zstandard.ZstdError) as exc:
         if isinstance(exc, FileNotFoundError | PermissionError):
             raise InputDataError(f"{path}: cannot open: {exc}") from None
@@ -243,9 +302,9 @@ def _json_error(exc: Exception) -> str:
     return str(exc)[:120]
 
 
-def iter_parquet(path: Path | str, spec: SourceSpec) -> Iterator[RawRecord | Problem]:
-    """Records of a Parquet file (local, or in object storage: read by ranges, not downloaded whole), one row batch
-    at a time; `line` is the 1-based row number."""
+def iter_parquet(path: Path | str, spec: SourceSpec, part: Part | None = None) -> Iterator[RawRecord | Problem]:
+    """Records of a Parquet file (local, or in object storage: read by ranges, not downloaded whole), or of a range
+    of its row groups, one row batch at a time; `line` is the file's 1-based row number."""
     with contextlib.ExitStack() as stack:
         source = stack.enter_context(storage.open_binary(path)) if isinstance(path, str) else path
         try:
@@ -254,10 +313,12 @@ def iter_parquet(path: Path | str, spec: SourceSpec) -> Iterator[RawRecord | Pro
             # Like a truncated .gz: reported, and the other files of the source are still read.
             yield Problem("corrupt_file", str(path), None, f"not a readable Parquet file: {exc}")
             return
-        yield from _parquet_records(pf, str(path), spec)
+        yield from _parquet_records(pf, str(path), spec, part)
 
 
-def _parquet_records(pf: pq.ParquetFile, path: str, spec: SourceSpec) -> Iterator[RawRecord | Problem]:
+def _parquet_records(
+    pf: pq.ParquetFile, path: str, spec: SourceSpec, part: Part | None
+) -> Iterator[RawRecord | Problem]:
     columns = pf.schema_arrow.names
     top_level = {field.split(".")[0] for field in _wanted_columns(spec)}
     if spec.text_field.split(".")[0] not in columns:
@@ -265,9 +326,11 @@ def _parquet_records(pf: pq.ParquetFile, path: str, spec: SourceSpec) -> Iterato
             f"{path}: no column {spec.text_field!r} (columns: {', '.join(columns)}). "
             "Set text_field for this source in the config."
         )
-    row = 0
+    row = part.first_row if part is not None else 0
+    groups = list(range(part.start, part.end)) if part is not None else None
     try:
-        for batch in pf.iter_batches(batch_size=_BATCH_ROWS, columns=[c for c in columns if c in top_level]):
+        wanted = [c for c in columns if c in top_level]
+        for batch in pf.iter_batches(batch_size=_BATCH_ROWS, row_groups=groups, columns=wanted):
             for record in batch.to_pylist():
                 row += 1
                 yield RawRecord(path, row, record)

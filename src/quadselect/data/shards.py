@@ -27,14 +27,18 @@ SHARD_SCHEMA = pa.schema(
         ("source", pa.string()),
     ]
 )
-RAW_SCHEMA = pa.schema([("doc_id", pa.string()), ("text", pa.large_string()), ("source", pa.string())])
+# What `prepare` reads, before token counting: `doc_id` is null where the record had no usable id (it is generated
+# from `record`, the record's index among its read task's, when tokens are counted).
+RAW_SCHEMA = pa.schema(
+    [("doc_id", pa.string()), ("record", pa.int64()), ("text", pa.large_string()), ("source", pa.string())]
+)
 INDEX_FILE = "index.json"
 # Rows read per step when writing exported documents.
 READ_BATCH = 2_000
 
 
-def shard_name(i: int) -> str:
-    return f"shard-{i:05d}.parquet"
+def shard_name(i: int, prefix: str = "shard") -> str:
+    return f"{prefix}-{i:05d}.parquet"
 
 
 class ShardWriter:
@@ -43,8 +47,11 @@ class ShardWriter:
     Each shard is written to a temporary file and renamed when closed, so a shard on disk is always complete.
     """
 
-    def __init__(self, directory: Path, schema: pa.Schema, *, max_docs: int, max_bytes: int) -> None:
+    def __init__(
+        self, directory: Path, schema: pa.Schema, *, max_docs: int, max_bytes: int, prefix: str = "shard"
+    ) -> None:
         self.directory = directory
+        self.prefix = prefix
         self.schema = schema
         self.max_docs = max_docs
         self.max_bytes = max_bytes
@@ -79,7 +86,7 @@ class ShardWriter:
                 self._close_shard()
 
     def _open(self) -> None:
-        self._ctx = atomic_path(self.directory / shard_name(len(self.shards)))
+        self._ctx = atomic_path(self.directory / shard_name(len(self.shards), self.prefix))
         tmp = self._ctx.__enter__()
         self._writer = pq.ParquetWriter(tmp, self.schema, compression="zstd")
         self._docs = 0
@@ -91,7 +98,8 @@ class ShardWriter:
         self._writer.close()
         assert self._ctx is not None
         self._ctx.__exit__(None, None, None)
-        self.shards.append({"file": shard_name(len(self.shards)), "docs": self._docs, "bytes": self._bytes})
+        name = shard_name(len(self.shards), self.prefix)
+        self.shards.append({"file": name, "docs": self._docs, "bytes": self._bytes})
         self._writer = None
         self._ctx = None
 

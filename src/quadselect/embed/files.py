@@ -21,7 +21,7 @@ EMBED_DTYPE = np.float16
 
 
 def embedding_file(directory: str | os.PathLike[str], shard: str) -> Path:
-    """The embedding file of a document shard: `shard-00003.parquet` → `<directory>/shard-00003.npy`."""
+    """The embedding file of a document shard: `t00000-00003.parquet` → `<directory>/t00000-00003.npy`."""
     return Path(directory) / (Path(shard).stem + ".npy")
 
 

@@ -2,8 +2,8 @@
 
 Stage code says *what* runs over shards and batches; an executor says *where* (docs/scaling.md). The three shapes:
 
-* `map(fn, items, shared)` — a stateless function over items (one shard each): assigning a shard's documents to
-  clusters, writing an export shard. Results come back in item order.
+* `map(fn, items, shared)` — a stateless function over items (one shard or input file each): reading an input,
+  assigning a shard's documents to clusters, writing an export shard. Results come back in item order.
 * `stream(factory, items)` — a one-pass pipeline through stateful workers, each built once by `factory` where it runs
   (a tokenizer, an embedder) and applied to every item it is given: `prepare`'s token counting, `embed`.
 * `pool(factory)` — stateful workers the driver talks to again and again (a proxy model and ĝ_R): the Quad loop sends
@@ -11,7 +11,8 @@ Stage code says *what* runs over shards and batches; an executor says *where* (d
 
 Every function and factory must be picklable (a module-level function or class, or a `functools.partial` of one),
 and every item and result plain data. Workers read inputs and write outputs in the run directory themselves, so on
-several machines the run directory must be on storage that every node mounts at the same path.
+several machines the run directory is either on storage every node mounts at the same path or in object storage,
+through `run_store.RunLocation` (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -54,8 +55,12 @@ class Executor(abc.ABC):
         """How many workers a pool or stream gets (1 in this process)."""
 
     @abc.abstractmethod
-    def map(self, fn: Callable[..., R], items: Sequence[Any], *, shared: tuple[Any, ...] = ()) -> Iterator[R]:
-        """`fn(item, *shared)` for each item, results in item order; a task that dies is retried."""
+    def map(
+        self, fn: Callable[..., R], items: Sequence[Any], *, shared: tuple[Any, ...] = (), processes: int = 1
+    ) -> Iterator[R]:
+        """`fn(item, *shared)` for each item, results in item order; a task that dies is retried. `processes`: how
+        many processes of this machine run the tasks where the executor runs them here (CPU-bound Python work such
+        as parsing JSON needs processes, not threads); a cluster schedules them itself."""
 
     @abc.abstractmethod
     def stream(self, factory: WorkerFactory, items: Sequence[dict[str, Any]]) -> Iterator[dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""The local executor: everything in this process, one item after another, streaming.
+"""The local executor: everything in this process, one item after another, streaming; `map` can spread its tasks
+over processes of this machine.
 
 It runs the very functions and worker classes the Ray executor ships to a cluster, in the same item order, so the two
 produce the same artifacts.
@@ -6,6 +7,8 @@ produce the same artifacts.
 
 from __future__ import annotations
 
+import concurrent.futures
+import multiprocessing
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -37,9 +40,23 @@ class LocalExecutor(Executor):
     def workers(self) -> int:
         return 1
 
-    def map(self, fn: Callable[..., R], items: Sequence[Any], *, shared: tuple[Any, ...] = ()) -> Iterator[R]:
-        for item in items:
-            yield fn(item, *shared)
+    def map(
+        self, fn: Callable[..., R], items: Sequence[Any], *, shared: tuple[Any, ...] = (), processes: int = 1
+    ) -> Iterator[R]:
+        if processes <= 1 or len(items) <= 1:
+            for item in items:
+                yield fn(item, *shared)
+            return
+        # Spawned, not forked: the driver may hold threads (torch, tokenizers) that a fork would copy mid-flight.
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(min(processes, len(items)), mp_context=context) as pool:
+            futures = [pool.submit(fn, item, *shared) for item in items]
+            try:
+                for future in futures:
+                    yield future.result()
+            finally:
+                for future in futures:
+                    future.cancel()
 
     def stream(self, factory: WorkerFactory, items: Sequence[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         if not items:

@@ -189,7 +189,9 @@ class RayExecutor(Executor):
         )
         return ray
 
-    def map(self, fn: Callable[..., R], items: Sequence[Any], *, shared: tuple[Any, ...] = ()) -> Iterator[R]:
+    def map(
+        self, fn: Callable[..., R], items: Sequence[Any], *, shared: tuple[Any, ...] = (), processes: int = 1
+    ) -> Iterator[R]:
         if not items:
             return
         ray = self.connect()

@@ -1,8 +1,8 @@
 """The `prepare` stage: the run's inputs as normalized, token-counted shards, and the run's tokenizer.
 
-The three steps of `quadselect.data.prepare` run inside the stage's work folder, each resumable: `raw/` is reused
-whole once step 1 finished, the tokenizer once saved, and token counting redoes only unfinished shards (on the
-executor's workers). `raw/` is removed when the stage finishes.
+The three steps of `quadselect.data.prepare` run inside the stage's work folder, each resumable: step 1 redoes only
+the read tasks without a marker and `raw/` is reused whole once it finished, the tokenizer once saved, and token
+counting redoes only unfinished shards (on the executor's workers). `raw/` is removed when the stage finishes.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def prepare_args(config: RunConfig) -> dict[str, Any]:
     return {
         "data": config.data.model_dump(mode="json"),
         "tokenizer": config.tokenizer.model_dump(mode="json"),
-        "prepare": config.prepare.model_dump(mode="json"),
+        "prepare": config.prepare.model_dump(mode="json", exclude={"read_processes"}),  # never changes a result
         "seed": config.seed,
     }
 
@@ -38,7 +38,7 @@ def run_prepare(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.config
     work = PrepareFiles(ctx.work_dir)
     raw_dir = ctx.work_dir / "raw"
-    raw_summary = _read_inputs_step(cfg, raw_dir, ctx.seed)
+    raw_summary = _read_inputs_step(ctx, raw_dir)
     _tokenizer_step(cfg, raw_dir, work.tokenizer)
     roles = [role for role in ROLES if role in raw_summary["roles"]]
     _count_tokens_step(ctx, raw_dir, roles)
@@ -52,6 +52,7 @@ def run_prepare(ctx: StageContext) -> dict[str, Any]:
             for role in roles
         },
         "shard_max_bytes": raw_summary.get("shard_max_bytes"),
+        "read_tasks": raw_summary["read_tasks"],
         "inputs": raw_summary.get("inputs"),
     }
     shutil.rmtree(raw_dir)
@@ -67,15 +68,18 @@ def run_prepare(ctx: StageContext) -> dict[str, Any]:
     return summary
 
 
-def _read_inputs_step(cfg: RunConfig, raw_dir: Path, seed: int) -> dict[str, Any]:
-    """Step 1; reused as a whole when a previous attempt finished it."""
+def _read_inputs_step(ctx: StageContext, raw_dir: Path) -> dict[str, Any]:
+    """Step 1; reused as a whole when a previous attempt finished it, and its finished read tasks when one was
+    killed midway."""
     done = raw_dir / "_DONE.json"
     if done.is_file():
         return read_json(done)
-    if raw_dir.exists():
-        shutil.rmtree(raw_dir)
+    cfg = ctx.config
     inputs = input_fingerprints(cfg)  # before reading: the audit trail of what this run was given
-    result = {**read_inputs(cfg.data, cfg.prepare, cfg.tokenizer, raw_dir, seed), "inputs": inputs}
+    result = {
+        **read_inputs(cfg.data, cfg.prepare, cfg.tokenizer, raw_dir, ctx.seed, ctx.executor, ctx.location),
+        "inputs": inputs,
+    }
     write_json(done, result)
     return result
 
@@ -105,10 +109,22 @@ def _count_tokens_step(ctx: StageContext, raw_dir: Path, roles: list[str]) -> No
             if dest.is_file():
                 done += int(entry["docs"])
             else:
-                items.append({"raw": str(raw_dir / role / entry["file"]), "dest": str(dest)})
+                renames = str(raw_dir / role / entry["renames"]) if entry.get("renames") else None
+                items.append(
+                    {
+                        "raw": str(raw_dir / role / entry["file"]),
+                        "dest": str(dest),
+                        "label": entry["label"],
+                        "record_offset": entry["record_offset"],
+                        "renames": renames,
+                    }
+                )
     in_process, where = ctx.executor.in_process, ctx.location
     if not in_process:  # workers on machines that do not see this disk read them from the run's store
-        for path in [work.tokenizer, *(item["raw"] for item in items)]:
+        written_here = [
+            path for item in items for path in (item["raw"], item["renames"]) if path and Path(path).exists()
+        ]
+        for path in [work.tokenizer, *written_here]:  # raw shards read on another machine were uploaded there
             where.share(path)
     with progress_bar("prepare: counting tokens", total=total, unit="docs") as bar:
         bar.update(done)
