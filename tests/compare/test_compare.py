@@ -283,3 +283,20 @@ def test_the_cli_prints_the_estimate_and_names_a_bad_method(eval_run: RunConfig,
     assert not RunLayout(eval_run.run_dir).compare.comparison.exists()
     result = runner.invoke(app, ["compare", str(path), "--methods", "nope"])
     assert result.exit_code == 2 and "unknown selection method 'nope'" in result.output
+
+
+def test_the_estimate_times_the_pretrained_proxy_the_run_will_score_with(eval_run: RunConfig, tmp_path: Path) -> None:
+    """With `proxy.model` set, the rates are measured on that checkpoint, not on the small Llama the proxy stage would
+    otherwise build (pricing a 135M model's scored documents at the 3M demo proxy's rate misled by ~20×)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from quadselect.compare.estimate import _proxy_to_time
+
+    shape = LlamaConfig(vocab_size=300, hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4)
+    checkpoint = LlamaForCausalLM(shape)
+    checkpoint.save_pretrained(tmp_path / "checkpoint")
+    built = _proxy_to_time(eval_run)
+    timed = _proxy_to_time(_with(eval_run, proxy={"model": str(tmp_path / "checkpoint")}))
+    count = lambda model: sum(p.numel() for p in model.parameters())  # noqa: E731
+    assert count(timed) == count(checkpoint) != count(built)
+    assert timed.config.num_hidden_layers == 3

@@ -23,12 +23,12 @@ import torch
 
 from quadselect.atomic import read_json
 from quadselect.compare.plan import PlannedRun, run_config
-from quadselect.config import RunConfig
+from quadselect.config import ProxyConfig, RunConfig
 from quadselect.data.shards import ShardSet, read_rows
 from quadselect.device import native_bf16
 from quadselect.evaluate.train import build_model
 from quadselect.layout import RunLayout
-from quadselect.proxy import build_llama, evaluate_loss, train_causal_lm
+from quadselect.proxy import build_llama, evaluate_loss, load_causal_lm, train_causal_lm
 from quadselect.select.method import Need
 from quadselect.select.methods import get_method
 
@@ -58,15 +58,8 @@ class Part:
 
 def measure_rates(base: RunConfig) -> Rates:
     layout = RunLayout(base.run_dir)
-    p, t = base.proxy, base.train
-    proxy = build_llama(
-        base.tokenizer.vocab_size,
-        hidden_size=p.hidden_size,
-        num_layers=p.num_layers,
-        num_heads=p.num_heads,
-        intermediate_size=p.intermediate_size,
-        max_position=p.seq_len,
-    )
+    t = base.train
+    proxy = _proxy_to_time(base)
     proxy_train = _train_tps(proxy, base.factors.max_length, base.select.score_batch_size, bf16=False)
     eval_model = build_model(t, _VocabOnly(base.tokenizer.vocab_size), seed=0)
     train_tps = _train_tps(eval_model, t.seq_len, t.batch_size, bf16=t.bf16)
@@ -76,6 +69,23 @@ def measure_rates(base: RunConfig) -> Rates:
         return Rates(scorer_tps, forward_tps, train_tps, eval_tps, proxy_train, scorer_measured=True)
     forward_tps = _forward_tps(proxy, base.factors.max_length, base.select.score_batch_size)
     return Rates(proxy_train / 1.2, forward_tps, train_tps, eval_tps, proxy_train, scorer_measured=False)
+
+
+def _proxy_to_time(base: RunConfig) -> torch.nn.Module:
+    """The model the proxy stage will use: the pretrained checkpoint when `proxy.model` names one (a 135M model costs
+    ~40× the demo's built Llama per token, so timing the built one would misprice every scored document), else the
+    small Llama the stage builds."""
+    p = base.proxy
+    if p.model is not None:
+        return load_causal_lm(p.model, trust_remote_code=p.trust_remote_code, gguf_file=p.gguf_file)
+    return build_llama(
+        base.tokenizer.vocab_size,
+        hidden_size=p.hidden_size,
+        num_layers=p.num_layers,
+        num_heads=p.num_heads,
+        intermediate_size=p.intermediate_size,
+        max_position=p.seq_len,
+    )
 
 
 def _measured_scoring(base: RunConfig) -> tuple[float, float]:
@@ -125,7 +135,7 @@ def estimate_plan(
         p = base.proxy
         upstream = (
             30.0
-            + p.train_tokens / (rates.proxy_train_tps * (1.5 if p.bf16 and native_bf16("cpu") else 1.0))
+            + _proxy_training_s(p, rates)
             + 3 * base.factors.sample_docs * cap / rates.proxy_train_tps
             + 2 * 350 * cap * base.factors.max_windows / rates.proxy_train_tps
         )
@@ -164,6 +174,13 @@ def estimate_plan(
             seconds += train_and_eval
         parts.append(Part(f"{run.variant.label} seed {run.seed}", seconds, str(run.run_dir)))
     return parts
+
+
+def _proxy_training_s(p: ProxyConfig, rates: Rates) -> float:
+    """A pretrained proxy is loaded, not trained."""
+    if p.model is not None:
+        return 0.0
+    return p.train_tokens / (rates.proxy_train_tps * (1.5 if p.bf16 and native_bf16("cpu") else 1.0))
 
 
 def _measured(plan: list[PlannedRun], reused: Mapping[Path, dict[str, Any]]) -> dict[str, list[float]]:
