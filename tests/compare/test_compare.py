@@ -292,8 +292,8 @@ def test_the_estimate_times_the_pretrained_proxy_the_run_will_score_with(eval_ru
 
     from quadselect.compare.estimate import _proxy_to_time
 
-    shape = LlamaConfig(vocab_size=300, hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4)
-    checkpoint = LlamaForCausalLM(shape)
+    shape = dict(vocab_size=300, hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4)
+    checkpoint = LlamaForCausalLM(LlamaConfig(**shape))
     checkpoint.save_pretrained(tmp_path / "checkpoint")
     built = _proxy_to_time(eval_run)
     timed = _proxy_to_time(_with(eval_run, proxy={"model": str(tmp_path / "checkpoint")}))
