@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from quadselect.atomic import TMP_PREFIX
 from quadselect.cluster import (
+    ClusterTally,
     NeighbourGraph,
     adjusted_rand,
     assign,
@@ -251,3 +253,42 @@ def test_purity_and_adjusted_rand_by_hand() -> None:
     assert purity(labels, [0, 1, 2, 3, 4, 5]) == 1.0
     assert adjusted_rand(labels, [7, 7, 7, 9, 9, 8]) == pytest.approx(1.0)
     assert adjusted_rand(labels, clusters) < 0.5
+
+
+def test_purity_and_adjusted_rand_from_counts_agree_with_scikit_learn() -> None:
+    from sklearn.metrics import adjusted_rand_score
+    from sklearn.metrics.cluster import contingency_matrix
+
+    rng = np.random.default_rng(4)
+    for n_labels, n_clusters in [(3, 5), (7, 40), (1, 4), (5, 1)]:
+        labels = rng.choice([f"src{i}" for i in range(n_labels)], 500)
+        clusters = rng.integers(0, n_clusters, 500)
+        table = contingency_matrix(labels, clusters)
+        assert adjusted_rand(labels, clusters) == pytest.approx(adjusted_rand_score(labels, clusters), abs=1e-12)
+        assert purity(labels, clusters) == pytest.approx(table.max(axis=0).sum() / 500)
+
+
+def test_the_cluster_tally_streams_the_same_counts_and_sample_however_the_pool_is_cut() -> None:
+    rng = np.random.default_rng(5)
+    n, k = 3_000, 12
+    cluster_ids = rng.integers(0, k - 1, n)  # the last cluster stays empty
+    n_tokens = rng.integers(1, 900, n)
+    sources = rng.choice(["web", "code", "books", None], n).tolist()
+
+    def tally(cuts: list[int]) -> ClusterTally:
+        result = ClusterTally(k, seed=3, sample_docs=10)
+        for lo, hi in itertools.pairwise([0, *cuts, n]):
+            result.add(lo, cluster_ids[lo:hi], n_tokens[lo:hi], sources[lo:hi])
+        return result
+
+    whole, cut = tally([]), tally([1, 700, 701, 2_500])
+    assert whole.docs.tolist() == np.bincount(cluster_ids, minlength=k).tolist() == cut.docs.tolist()
+    assert whole.tokens.tolist() == [int(n_tokens[cluster_ids == c].sum()) for c in range(k)] == cut.tokens.tolist()
+    assert whole.purity() == pytest.approx(purity(sources, cluster_ids))
+    assert whole.adjusted_rand() == pytest.approx(adjusted_rand(sources, cluster_ids))
+    for c, rows in whole.sample_rows().items():
+        assert rows.tolist() == cut.sample_rows()[c].tolist()
+        assert rows.size == min(10, int((cluster_ids == c).sum())) and (cluster_ids[rows] == c).all()
+    other_seed = ClusterTally(k, seed=4, sample_docs=10)
+    other_seed.add(0, cluster_ids, n_tokens, sources)
+    assert any(set(other_seed.sample_rows()[c]) != set(whole.sample_rows()[c]) for c in range(k - 1))

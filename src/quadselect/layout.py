@@ -164,6 +164,17 @@ class SelectFiles(SelectionFiles):
         return self.root / "trajectory.json"
 
     @property
+    def pool_arrays(self) -> Path:
+        """The eligible documents' pool rows, clusters and token counts as memory maps while the stage runs
+        (`quadselect.select.pool_arrays`); removed when it ends."""
+        return self.root / "pool_arrays"
+
+    @property
+    def cluster_members(self) -> Path:
+        """The eligible documents grouped by cluster (`ClusterMembers.on_disk`), beside the arrays it indexes."""
+        return self.pool_arrays / "cluster_members.npy"
+
+    @property
     def scored(self) -> Path:
         """Every scored document (row, score), selected or not."""
         return self.root / "scored.parquet"

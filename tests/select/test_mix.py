@@ -165,19 +165,20 @@ def _spy(
 def test_each_component_gets_only_what_it_declares_and_its_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     tokens = np.full(10, 10)
     calls: dict[str, list[SelectionInputs]] = {"a": [], "b": []}
-    scores_a = np.where(np.arange(10) < 5, 1.0, np.nan)  # a scored documents 0-4, b documents 3-9
-    scores_b = np.where(np.arange(10) >= 3, 2.0, np.nan)
+    scored_a, scored_b = np.arange(5), np.arange(3, 10)  # a scored documents 0-4, b documents 3-9
     a = _spy(
         "a",
         frozenset({Need.CLUSTERS}),
         calls["a"],
-        lambda i: Selection(np.array([0, 1, 2]), scores=scores_a, rounds=np.array([0, 1, 2] + [-1] * 7), docs_scored=5),
+        lambda i: Selection(
+            np.array([0, 1, 2]), scored=scored_a, scores=np.ones(5), rounds=np.array([0, 1, 2]), docs_scored=5
+        ),
     )
     b = _spy(
         "b",
         frozenset({Need.POOL_LOSSES}),
         calls["b"],
-        lambda i: Selection(np.array([2, 9, 8, 7, 6, 5]), scores=scores_b, docs_scored=7),
+        lambda i: Selection(np.array([2, 9, 8, 7, 6, 5]), scored=scored_b, scores=np.full(7, 2.0), docs_scored=7),
     )
     monkeypatch.setitem(METHODS, "a", a)
     monkeypatch.setitem(METHODS, "b", b)
@@ -198,8 +199,9 @@ def test_each_component_gets_only_what_it_declares_and_its_budget(monkeypatch: p
     assert selection.summary["mix_overlap_docs"] == 1
     assert selection.docs_scored == 12
     # b's score where it has one, else a's; each selected document's round in the component that took it.
-    np.testing.assert_array_equal(selection.scores, [1, 1, 1, 2, 2, 2, 2, 2, 2, 2])
-    assert selection.rounds.tolist() == [0, 1, 2] + [-1] * 7
+    by_doc = dict(zip(selection.scored.tolist(), selection.scores.tolist(), strict=True))
+    assert by_doc == {0: 1, 1: 1, 2: 1, 3: 2, 4: 2, 5: 2, 6: 2, 7: 2, 8: 2, 9: 2}
+    assert selection.rounds.tolist() == [0, 1, 2, -1, -1, -1]
 
 
 def test_a_second_method_that_cannot_fill_the_budget_is_an_error() -> None:
@@ -253,7 +255,7 @@ def test_quad_as_a_component_keeps_its_part_of_the_checkpoint_and_resumes() -> N
     assert set(checkpoint.state) == {"first"}  # Quad's state, under its part of the mixture
     assert shown == sorted(shown) and shown[-1] == budget  # one bar over the whole mixture
     assert clean.trajectory is not None and clean.docs_scored > 0
-    assert clean.rounds[clean.selected[0]] >= 0
+    assert clean.rounds.size == clean.selected.size and clean.rounds[0] >= 0
     assert clean.summary["mix_first_summary"]["rounds"] == len(clean.trajectory) - 1  # Quad's own fields, kept
 
     class Killed(Exception):
@@ -269,6 +271,7 @@ def test_quad_as_a_component_keeps_its_part_of_the_checkpoint_and_resumes() -> N
         MIX.select(inputs(dying, kill))
     resumed = MIX.select(inputs(dying, lambda tokens: None))
     np.testing.assert_array_equal(resumed.selected, clean.selected)
+    np.testing.assert_array_equal(resumed.scored, clean.scored)
     np.testing.assert_array_equal(resumed.scores, clean.scores)
 
 

@@ -17,7 +17,7 @@ from quadselect.cluster.graph import (
     neighbour_graph,
     save_neighbour_graph,
 )
-from quadselect.cluster.inspect import adjusted_rand, cluster_table, distinctive_terms, purity
+from quadselect.cluster.inspect import ClusterTally, adjusted_rand, cluster_table, distinctive_terms, purity
 from quadselect.cluster.kmeans import (
     assign,
     centroid_index,
@@ -28,6 +28,7 @@ from quadselect.cluster.kmeans import (
 )
 
 __all__ = [
+    "ClusterTally",
     "NeighbourGraph",
     "adjusted_rand",
     "assign",

@@ -2,7 +2,9 @@
 inputs to a `Selection`.
 
 A method works on the *eligible* pool rows only (after decontamination, `select.decontaminate: drop`): every array
-it is given or returns is indexed by position among them, and it never sees a run directory. The select stage
+it is given or returns is indexed by position among them, and it never sees a run directory. The per-document
+arrays it is given may be memory maps (`quadselect.select.pool_arrays`): a method meant for pools that do not fit in
+memory (Quad) reads them at the documents it touches and never copies them whole. The select stage
 (`quadselect.stages.select`) builds what a method declares in `needs` and nothing else, calls it, and writes the
 manifest and `selection.json` from the returned `Selection`. The registry of methods is `quadselect.select.methods`.
 """
@@ -20,13 +22,15 @@ from quadselect.select.quad import ScoreFn
 
 if TYPE_CHECKING:
     from quadselect.cluster.graph import NeighbourGraph
+    from quadselect.select.members import ClusterMembers
 
 
 class Need(enum.Enum):
     """An input a method may declare; the value names the `SelectionInputs` fields it fills."""
 
-    CLUSTERS = ("cluster_ids", "n_clusters")
-    """The cluster of every eligible document, and K (clusters at the end of the range may be empty)."""
+    CLUSTERS = ("cluster_ids", "n_clusters", "cluster_members")
+    """The cluster of every eligible document, K (clusters at the end of the range may be empty), and the documents
+    of each cluster (an index on disk, so that grouping the pool by cluster takes no memory)."""
     NEIGHBOURS = ("neighbours", "gamma")
     """The centroid neighbour graph and the radius γ the cluster stage chose; both None with `select.neighbours` off."""
     SCORER = ("score",)
@@ -71,6 +75,7 @@ class SelectionInputs:
     """The config's `select` section as plain values: a method reads its own knobs from it."""
     cluster_ids: np.ndarray | None = None
     n_clusters: int | None = None
+    cluster_members: ClusterMembers | None = None
     neighbours: NeighbourGraph | None = None
     gamma: float | None = None
     score: ScoreFn | None = None
@@ -92,10 +97,13 @@ class Selection:
     """The chosen documents, in the order they were taken (the manifest's order)."""
     summary: Mapping[str, Any] = field(default_factory=dict)
     """The method's own fields of `selection.json` (after the ones every method has)."""
+    scored: np.ndarray | None = None
+    """The documents the method scored, each once: only those, so that a method scoring a few documents of a huge
+    pool returns as little (scored.parquet)."""
     scores: np.ndarray | None = None
-    """Influence score of every document the method scored, NaN for the others (the manifest's `score`)."""
+    """Their influence scores, aligned with `scored` (the manifest's and scored.parquet's `score`)."""
     rounds: np.ndarray | None = None
-    """The round each selected document was taken in, -1 for the others (the manifest's `round`)."""
+    """The round each selected document was taken in, aligned with `selected` (the manifest's `round`)."""
     docs_scored: int = 0
     """Documents whose influence the method computed on demand (`Need.SCORER`): the cost it paid."""
     trajectory: list[dict[str, Any]] | None = None

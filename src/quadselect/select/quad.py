@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -40,13 +41,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from quadselect.cluster.graph import NeighbourGraph, gamma_of
 from quadselect.select.bandit import ClusterBandit
-from quadselect.select.budget import as_token_counts, take_to_budget
+from quadselect.select.budget import take_to_budget
+from quadselect.select.members import ClusterMembers, check_cluster_ids, check_token_counts, cluster_totals, iter_chunks
 
 logger = logging.getLogger(__name__)
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 ExplorePolicy = Literal["round_robin", "none"]
-STATE_VERSION = 1
+STATE_VERSION = 2
+ORDER_CACHE_DOCS = 1 << 23
+"""Documents of the clusters' seeded orders kept between pulls (8M, 64 MB): a cluster's order is rebuilt when it is
+pulled again after being evicted, so memory stays bounded however many clusters the bandit has visited."""
 
 
 class QuadKnobs(BaseModel):
@@ -149,8 +154,7 @@ def resolve_params(
     neighbours: NeighbourGraph | None,
 ) -> ResolvedParams:
     """Fill every None/"auto" that does not need scores (B, m, chunk_tokens, γ) from the pool and budget."""
-    sizes = np.bincount(cluster_ids, minlength=n_clusters)
-    cluster_tokens = np.bincount(cluster_ids, weights=n_tokens, minlength=n_clusters)
+    sizes, cluster_tokens = cluster_totals(cluster_ids, n_tokens, n_clusters)
     gamma = gamma_of(neighbours) if params.gamma == "auto" else float(params.gamma)
     return ResolvedParams(
         alpha=None if params.alpha == "auto" else float(params.alpha),
@@ -197,11 +201,14 @@ class QuadResult:
 class QuadSelector:
     """The Quad loop, one `step()` per round, checkpointable between any two steps.
 
-    cluster_ids: cluster of every document (0..K-1). n_tokens: tokens of every document (budget units).
+    cluster_ids: cluster of every document (0..K-1). n_tokens: tokens of every document (budget units). Both may
+    be memory maps: they are read in chunks and at the documents the loop touches, never copied whole.
     budget_tokens: tokens to select. score_fn(doc_indices) -> scores: the influence scorer (any callable).
     neighbours: centroid neighbour graph for credit sharing (None: no sharing). n_clusters: K, when clusters at the
     end of the range are empty (default: from the graph, else max(cluster_ids) + 1). seed: every random choice of
     the run derives from it (an int rather than a Generator, so that a resumed run can rebuild the same orders).
+    members: the documents of each cluster (`ClusterMembers.on_disk` for a pool that does not fit in memory;
+    default: sorted here, in memory).
 
     Typical use with a checkpoint after every round::
 
@@ -225,17 +232,19 @@ class QuadSelector:
         seed: int = 0,
         neighbours: NeighbourGraph | None = None,
         n_clusters: int | None = None,
+        members: ClusterMembers | None = None,
     ) -> None:
-        self._cluster_ids = _as_cluster_ids(cluster_ids)
-        self._n_tokens = as_token_counts(n_tokens)
+        self._cluster_ids, self._n_tokens = np.asanyarray(cluster_ids), np.asanyarray(n_tokens)
+        largest = check_cluster_ids(self._cluster_ids)
+        check_token_counts(self._n_tokens)
         if self._cluster_ids.size != self._n_tokens.size:
             raise ValueError(f"{self._cluster_ids.size} cluster ids but {self._n_tokens.size} token counts")
         if self._cluster_ids.size == 0:
             raise ValueError("the pool is empty")
         if n_clusters is None:
-            n_clusters = neighbours.n_arms if neighbours is not None else int(self._cluster_ids.max()) + 1
-        if self._cluster_ids.max() >= n_clusters:
-            raise ValueError(f"cluster id {self._cluster_ids.max()} is outside [0, {n_clusters})")
+            n_clusters = neighbours.n_arms if neighbours is not None else largest + 1
+        if largest >= n_clusters:
+            raise ValueError(f"cluster id {largest} is outside [0, {n_clusters})")
         if neighbours is not None and neighbours.n_arms != n_clusters:
             raise ValueError(f"the neighbour graph has {neighbours.n_arms} arms but there are {n_clusters} clusters")
         if budget_tokens < 0:
@@ -249,18 +258,24 @@ class QuadSelector:
         )
         self._fingerprint = _fingerprint(self._cluster_ids, self._n_tokens, neighbours, n_clusters)
 
+        self._members = members or ClusterMembers.in_memory(self._cluster_ids, n_clusters)
+        if self._members.n_clusters != n_clusters or int(self._members.bounds[-1]) != self._cluster_ids.size:
+            raise ValueError(f"the cluster index holds {self._members.n_clusters} clusters of "
+                             f"{int(self._members.bounds[-1])} documents, not {n_clusters} of {self._cluster_ids.size}")
+        self._sizes = self._members.sizes
+
         order_seq, pilot_seq, explore_seq, tie_seq = np.random.SeedSequence(self._seed).spawn(4)
-        # Documents grouped by cluster, each group in a seeded random order: a stable sort of a random permutation.
-        shuffled = np.random.default_rng(order_seq).permutation(self._cluster_ids.size)
-        self._order = shuffled[np.argsort(self._cluster_ids[shuffled], kind="stable")]
-        self._bounds = np.concatenate([[0], np.cumsum(np.bincount(self._cluster_ids, minlength=n_clusters))])
+        self._order_seq = order_seq
+        self._orders: OrderedDict[int, np.ndarray] = OrderedDict()  # the clusters' seeded orders most recently used
         self._explore_order = np.random.default_rng(explore_seq).permutation(n_clusters)
         self._pilot_seq = pilot_seq
 
         p = self._params
         self._bandit = ClusterBandit(n_clusters, p.alpha or 0.0, gamma=p.gamma, neighbours=neighbours, seed=tie_seq)
-        self._cursor = self._bounds[:-1].copy()
-        self._used = np.zeros(self._cluster_ids.size, dtype=bool)
+        # How far each cluster's order has been taken. Every document a round scores or selects is taken in order,
+        # so only the pilot's (drawn from the whole pool) can lie ahead of a cursor: those are skipped by name.
+        self._cursor = np.zeros(n_clusters, dtype=np.int64)
+        self._pilot_set: set[int] = set()
         self._tau, self._alpha = p.tau, p.alpha
         self._explore_pos = 0 if p.explore == "round_robin" else n_clusters
         self._round = 0
@@ -369,15 +384,13 @@ class QuadSelector:
         self._explore_pos = int(state["explore_pos"])
         self._cursor = np.asarray(state["cursor"], dtype=np.int64)
         self._pilot, self._pilot_scores = list(state["pilot"]["docs"]), list(state["pilot"]["scores"])
+        self._pilot_set = set(self._pilot)
         self._scored, self._scores = list(state["scored"]["docs"]), list(state["scored"]["scores"])
         self._selected, self._selected_round = list(state["selected"]["docs"]), list(state["selected"]["rounds"])
         self._selected_tokens = int(state["selected_tokens"])
         self._bandit.load_state_dict(state["bandit"])
         self._trajectory = [dict(r) for r in state["trajectory"]]
         self._stop_reason = state["stop_reason"]
-        self._used[:] = False
-        for docs in (self._pilot, self._scored, self._selected):
-            self._used[np.asarray(docs, dtype=np.int64)] = True
 
     # -- steps ------------------------------------------------------------------------------------------------------
 
@@ -386,8 +399,8 @@ class QuadSelector:
         p = self._params
         docs = np.random.default_rng(self._pilot_seq).choice(self._cluster_ids.size, size=p.pilot_docs, replace=False)
         scores = self._score(docs)
-        self._used[docs] = True
         self._pilot, self._pilot_scores = docs.tolist(), scores.tolist()
+        self._pilot_set = set(self._pilot)
         if self._tau is None:
             self._tau = float(np.percentile(scores, p.tau_percentile))
         if self._alpha is None:
@@ -479,24 +492,23 @@ class QuadSelector:
         tokens and never past the budget (an unscored chunk; the document that crosses either line is kept)."""
         taken: list[int] = []
         tokens = 0
-        pos, end = int(self._cursor[arm]), int(self._bounds[arm + 1])
+        order = self._order_of(arm)
+        pos, end = int(self._cursor[arm]), order.size
         while pos < end:
             if max_docs is not None and len(taken) >= max_docs:
                 break
             if max_tokens is not None and (tokens >= max_tokens or self._selected_tokens + tokens >= self._budget):
                 break
-            doc = int(self._order[pos])
+            doc = int(order[pos])
             pos += 1
-            if self._used[doc]:
+            if doc in self._pilot_set:
                 continue
-            self._used[doc] = True
             taken.append(doc)
             tokens += int(self._n_tokens[doc])
         self._cursor[arm] = pos
         return np.asarray(taken, dtype=np.int64)
 
     def _add(self, docs: np.ndarray) -> None:
-        self._used[docs] = True
         self._selected.extend(docs.tolist())
         self._selected_round.extend([self._round] * docs.size)
         self._selected_tokens += int(self._n_tokens[docs].sum())
@@ -511,14 +523,32 @@ class QuadSelector:
         return scores
 
     def _refresh_exhausted(self, arms: Any) -> None:
-        """Skip the cursor over used documents and retire arms with nothing fresh left."""
+        """Skip the cursor over pilot documents and retire arms with nothing fresh left."""
         for arm in arms:
-            pos, end = int(self._cursor[arm]), int(self._bounds[arm + 1])
-            while pos < end and self._used[self._order[pos]]:
-                pos += 1
+            pos, end = int(self._cursor[arm]), int(self._sizes[arm])
+            if pos < end and self._pilot_set:
+                order = self._order_of(arm)
+                while pos < end and int(order[pos]) in self._pilot_set:
+                    pos += 1
             self._cursor[arm] = pos
             if pos == end:
                 self._bandit.exhaust(int(arm))
+
+    def _order_of(self, arm: int) -> np.ndarray:
+        """Cluster `arm`'s documents in its seeded random order: a permutation drawn from the arm's own seed (so any
+        cluster's order is rebuilt alone, in any order of pulls), kept in a cache of `ORDER_CACHE_DOCS` documents."""
+        order = self._orders.get(arm)
+        if order is not None:
+            self._orders.move_to_end(arm)
+            return order
+        seed = np.random.SeedSequence(self._order_seq.entropy, spawn_key=(*self._order_seq.spawn_key, arm))
+        members = self._members.of(arm)
+        order = members[np.random.default_rng(seed).permutation(members.size)]
+        self._orders[arm] = order
+        held = sum(o.size for o in self._orders.values())
+        while held > ORDER_CACHE_DOCS and len(self._orders) > 1:
+            held -= self._orders.popitem(last=False)[1].size
+        return order
 
     def _check_stop(self) -> None:
         if self._selected_tokens >= self._budget:
@@ -555,22 +585,21 @@ def quad_select(
     seed: int = 0,
     neighbours: NeighbourGraph | None = None,
     n_clusters: int | None = None,
+    members: ClusterMembers | None = None,
 ) -> QuadResult:
     """Run Quad to the end in one call (no checkpoints) with any scorer `score_fn(doc_indices) -> scores`."""
     selector = QuadSelector(
-        cluster_ids, n_tokens, budget_tokens, score_fn, params, seed=seed, neighbours=neighbours, n_clusters=n_clusters
+        cluster_ids,
+        n_tokens,
+        budget_tokens,
+        score_fn,
+        params,
+        seed=seed,
+        neighbours=neighbours,
+        n_clusters=n_clusters,
+        members=members,
     )
     return selector.run()
-
-
-def _as_cluster_ids(cluster_ids: np.ndarray) -> np.ndarray:
-    ids = np.asarray(cluster_ids)
-    if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
-        raise ValueError(f"cluster ids must be a 1-D integer array, got shape {ids.shape} dtype {ids.dtype}")
-    ids = ids.astype(np.int64, copy=False)
-    if ids.size and ids.min() < 0:
-        raise ValueError("cluster ids must be non-negative")
-    return ids
 
 
 def _fingerprint(
@@ -580,7 +609,8 @@ def _fingerprint(
     digest = hashlib.blake2b(digest_size=16)
     digest.update(str(n_clusters).encode())
     for array in (cluster_ids, n_tokens):
-        digest.update(np.ascontiguousarray(array, dtype="<i8").tobytes())
+        for _, part in iter_chunks(array):
+            digest.update(part.astype("<i8").tobytes())
     if neighbours is not None:
         digest.update(neighbours.indptr.astype("<i8").tobytes())
         digest.update(neighbours.indices.astype("<i8").tobytes())

@@ -11,13 +11,12 @@ import pyarrow.parquet as pq
 
 from quadselect.atomic import atomic_path
 from quadselect.cluster import (
-    adjusted_rand,
+    ClusterTally,
     assign,
     cluster_table,
     default_num_clusters,
     kmeans_sample_size,
     neighbour_graph,
-    purity,
     sample_rows,
     save_neighbour_graph,
     train_kmeans,
@@ -71,21 +70,18 @@ def run_cluster(ctx: StageContext) -> dict[str, Any]:
         for item, rows in zip(items, ctx.executor.map(assign_shard, items, shared=(centroids, where)), strict=True):
             where.collect(item["dest"])  # written on a machine that does not see this one's disk: fetched
             bar.update(rows)
-    assigned = pa.concat_tables(pq.read_table(i["dest"], columns=["cluster", "n_tokens", "source"]) for i in items)
-    cluster_ids = assigned["cluster"].to_numpy()
-    n_tokens = assigned["n_tokens"].to_numpy()
-    sources = assigned["source"].to_pylist()
+    tally = ClusterTally(k, seed=ctx.seed)
+    first_row = 0
+    for item in items:  # one shard's assignments at a time: the stage holds O(K), never the pool's arrays
+        assigned = pq.read_table(item["dest"], columns=["cluster", "n_tokens", "source"])
+        tally.add(
+            first_row, assigned["cluster"].to_numpy(), assigned["n_tokens"].to_numpy(), assigned["source"].to_pylist()
+        )
+        first_row += assigned.num_rows
 
     graph = neighbour_graph(centroids, cfg.gamma)
     save_neighbour_graph(out.neighbours, graph)
-    table = cluster_table(
-        cluster_ids,
-        n_tokens,
-        sources,
-        k,
-        lambda rows: read_rows(pool, rows, ["text"])["text"].to_pylist(),
-        seed=ctx.seed,
-    )
+    table = cluster_table(tally, lambda rows: read_rows(pool, rows, ["text"])["text"].to_pylist())
     with atomic_path(out.clusters) as tmp:
         pq.write_table(table, tmp)
     degree = np.diff(graph.indptr)
@@ -97,8 +93,8 @@ def run_cluster(ctx: StageContext) -> dict[str, Any]:
         "neighbour_pairs": int(graph.indices.size // 2),
         "mean_neighbours": round(float(degree.mean()), 2),
         "isolated_clusters": int((degree == 0).sum()),
-        "purity_vs_source": round(purity(sources, cluster_ids), 4),
-        "ari_vs_source": round(adjusted_rand(sources, cluster_ids), 4),
+        "purity_vs_source": round(tally.purity(), 4),
+        "ari_vs_source": round(tally.adjusted_rand(), 4),
     }
 
 

@@ -21,6 +21,7 @@ import functools
 import hashlib
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
@@ -73,8 +74,10 @@ from quadselect.select.classifier import (
     train_fasttext,
 )
 from quadselect.select.decontaminate import shard_contamination
+from quadselect.select.members import ClusterMembers
 from quadselect.select.method import Method, Need, Selection, SelectionInputs
 from quadselect.select.methods import get_method
+from quadselect.select.pool_arrays import EligibleArrays
 from quadselect.select.semdedup import semantic_dedup
 from quadselect.stages.workers import BATCHES_PER_TASK, LossWorker, ScoringWorker
 
@@ -82,6 +85,7 @@ log = logging.getLogger(__name__)
 
 DEDUP_SNIPPET_CHARS = 200
 """Characters of each document of a removed pair shown in selection.json."""
+MANIFEST_STRINGS = pa.schema([("doc_id", pa.string()), ("source", pa.string())])
 
 
 def select_args(config: RunConfig) -> dict[str, Any]:
@@ -127,68 +131,78 @@ def run_select(ctx: StageContext) -> dict[str, Any]:
     out = SelectFiles(ctx.work_dir)
     clustered = ClusterFiles(ctx.input("cluster"))
     pool = ShardSet(PrepareFiles(ctx.input("prepare")).pool)
-    assignments = pq.read_table(clustered.assignments, columns=["doc_id", "cluster", "n_tokens", "source"])
-    cluster_ids = assignments["cluster"].to_numpy().astype(np.int64)
-    n_tokens = assignments["n_tokens"].to_numpy().astype(np.int64)
-    budget = budget_tokens(cfg, int(n_tokens.sum()))
     cluster_summary = read_json(clustered.marker)["summary"]
-    log.info("select: %s to %d tokens (%.1f%% of the pool)", cfg.method, budget, 100 * budget / n_tokens.sum())
+    assignments = [clustered.assignments / shard["file"] for shard in pool.index["shards"]]
 
     excluded = _contaminated_pool_rows(ctx, pool, cfg) if cfg.decontaminate == "drop" else np.zeros(0, np.int64)
-    eligible = np.setdiff1d(np.arange(n_tokens.size), excluded)
+    eligible = EligibleArrays.write(assignments, pool.num_docs, excluded, out.pool_arrays)
+    budget = budget_tokens(cfg, eligible.pool_tokens)
+    log.info(
+        "select: %s to %d tokens (%.1f%% of the pool's %d documents, %d tokens)",
+        cfg.method,
+        budget,
+        100 * budget / max(1, eligible.pool_tokens),
+        eligible.pool_docs,
+        eligible.pool_tokens,
+    )
     dedup_summary: dict[str, Any] = {}
     if cfg.dedup == "semantic":
-        eligible, dedup_summary = _semantic_dedup(ctx, pool, assignments, eligible, cluster_ids)
+        removed, dedup_summary = _semantic_dedup(ctx, pool, eligible)
+        eligible = EligibleArrays.write(assignments, pool.num_docs, np.union1d(excluded, removed), out.pool_arrays)
 
     start = time.perf_counter()
     with ExitStack() as stack:
-        needs = _Needs(ctx, pool, eligible, cluster_ids, cluster_summary, method, budget, stack)
+        needs = _Needs(ctx, pool, eligible, cluster_summary, method, budget, stack)
         options = cfg.model_dump()
         inputs = SelectionInputs(
-            n_tokens[eligible], budget, selection_seed(ctx), options, **needs.build(method.needs_for(options))
+            eligible.n_tokens, budget, selection_seed(ctx), options, **needs.build(method.needs_for(options))
         )
         selection = method.select(inputs)
-    keep = eligible[selection.selected]
+    selected = np.asarray(selection.selected, dtype=np.int64)
+    keep = eligible.rows[selected]
     select_wall = time.perf_counter() - start
 
-    scores, rounds = _by_pool_row(selection, eligible, n_tokens.size, needs.pool_scores)
+    scored_rows, scored_values = _scored(selection, eligible, needs.pool_scores)
     if selection.trajectory is not None:
         write_json(out.trajectory, json.loads(json.dumps(selection.trajectory, default=_jsonable)))
 
     contaminated = excluded if cfg.decontaminate == "drop" else _flag_contaminated(ctx, pool, keep, cfg)
+    meta = read_rows(pool, keep, ["doc_id", "source"]).cast(MANIFEST_STRINGS)  # the only strings read: the selection's
+    n_tokens = np.asarray(eligible.n_tokens[selected])
     manifest = pa.table(
         {
-            "doc_id": assignments["doc_id"].take(pa.array(keep)),
+            "doc_id": meta["doc_id"],
             "row": pa.array(keep, pa.int64()),
-            "cluster": pa.array(cluster_ids[keep], pa.int32()),
-            "source": assignments["source"].take(pa.array(keep)),
-            "n_tokens": pa.array(n_tokens[keep], pa.int32()),
-            "score": pa.array(scores[keep], pa.float64()),
-            "round": pa.array(rounds[keep], pa.int32()),
+            "cluster": pa.array(eligible.cluster_ids[selected], pa.int32()),
+            "source": meta["source"],
+            "n_tokens": pa.array(n_tokens, pa.int32()),
+            "score": pa.array(_score_of(keep, scored_rows, scored_values), pa.float64()),
+            "round": pa.array(
+                np.full(keep.size, -1) if selection.rounds is None else np.asarray(selection.rounds), pa.int32()
+            ),
             "contaminated": pa.array(np.isin(keep, contaminated)),
         }
     )
     with atomic_path(out.manifest) as tmp:
         pq.write_table(manifest, tmp)
-    scored_rows = np.flatnonzero(np.isfinite(scores))  # every scored document, selected or not (for the report)
     with atomic_path(out.scored) as tmp:
-        pq.write_table(pa.table({"row": pa.array(scored_rows, pa.int64()), "score": scores[scored_rows]}), tmp)
+        pq.write_table(pa.table({"row": pa.array(scored_rows, pa.int64()), "score": scored_values}), tmp)
     write_json(
         out.decontaminated,
-        {"mode": cfg.decontaminate, "doc_ids": assignments["doc_id"].take(pa.array(contaminated)).to_pylist()},
+        {"mode": cfg.decontaminate, "doc_ids": read_rows(pool, contaminated, ["doc_id"])["doc_id"].to_pylist()},
     )
 
     sources = manifest.group_by("source").aggregate([("n_tokens", "sum")]).to_pylist()
     summary = {
         "method": cfg.method,
         "budget_tokens": budget,
-        "pool_tokens": int(n_tokens.sum()),
-        "pool_docs": int(n_tokens.size),
-        "tokens_selected": int(n_tokens[keep].sum()),
+        "pool_tokens": eligible.pool_tokens,
+        "pool_docs": eligible.pool_docs,
+        "tokens_selected": int(n_tokens.sum()),
         "docs_selected": int(keep.size),
         # The influence computed for this selection: the whole pool's, when the method needed it, or on demand.
-        "docs_scored": int(n_tokens.size if needs.pool_scores is not None else 0) + selection.docs_scored,
-        "clusters_used": int(np.unique(cluster_ids[keep]).size),
+        "docs_scored": int(eligible.pool_docs if needs.pool_scores is not None else 0) + selection.docs_scored,
+        "clusters_used": int(np.unique(manifest["cluster"].to_numpy()).size),
         "clusters": int(cluster_summary["k"]),
         "contaminated": int(contaminated.size),
         "decontaminate": cfg.decontaminate,
@@ -204,13 +218,13 @@ def run_select(ctx: StageContext) -> dict[str, Any]:
     summary.update(_tokenizer_note(ctx))
     summary["selection_sha256"] = selection_sha256(manifest["doc_id"].to_pylist())
     write_json(out.selection, {**summary, "audit": _audit(ctx, needs.scoring)})
+    del needs, inputs, eligible  # the memory maps, before their files go
+    shutil.rmtree(out.pool_arrays)  # rebuilt in seconds from the assignments; not part of the published selection
     return summary
 
 
-def _semantic_dedup(
-    ctx: StageContext, pool: ShardSet, assignments: pa.Table, eligible: np.ndarray, cluster_ids: np.ndarray
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """The eligible rows left after semantic dedup within clusters (`quadselect.select.semdedup`), and what
+def _semantic_dedup(ctx: StageContext, pool: ShardSet, arrays: EligibleArrays) -> tuple[np.ndarray, dict[str, Any]]:
+    """The pool rows semantic dedup within clusters removes (`quadselect.select.semdedup`), and what
     `selection.json` says of it: how many documents and tokens were removed, and the removed pairs nearest the
     threshold (those show whether ε is too loose), with snippets. Reads one cluster's embeddings at a time."""
     cfg = ctx.config.select
@@ -219,7 +233,7 @@ def _semantic_dedup(
     centroids = np.load(ClusterFiles(ctx.input("cluster")).centroids)
 
     def embeddings_of(positions: np.ndarray) -> np.ndarray:
-        rows = eligible[positions]
+        rows = arrays.rows[positions]
         shard_of = np.searchsorted(starts, rows, side="right") - 1
         out = np.empty((rows.size, centroids.shape[1]), dtype=np.float32)
         for shard in np.unique(shard_of):
@@ -227,24 +241,24 @@ def _semantic_dedup(
             out[here] = shards[shard][rows[here] - starts[shard]]
         return out
 
-    with progress_bar("select: semantic dedup", total=int(eligible.size), unit="docs") as bar:
-        result = semantic_dedup(cluster_ids[eligible], centroids, embeddings_of, cfg.dedup_epsilon, bar.update)
-    removed, kept_for = eligible[result.removed], eligible[result.duplicate_of]
-    n_tokens = assignments["n_tokens"].to_numpy()
+    with progress_bar("select: semantic dedup", total=arrays.size, unit="docs") as bar:
+        result = semantic_dedup(arrays.cluster_ids, centroids, embeddings_of, cfg.dedup_epsilon, bar.update)
+    removed, kept_for = arrays.rows[result.removed], arrays.rows[result.duplicate_of]
+    removed_tokens = int(arrays.n_tokens[result.removed].sum())
     log.info(
         "select: semantic dedup (ε = %g) removed %d of %d eligible documents (%d tokens)",
         cfg.dedup_epsilon,
         removed.size,
-        eligible.size,
-        int(n_tokens[removed].sum()),
+        arrays.size,
+        removed_tokens,
     )
     shown = np.argsort(result.similarity, kind="stable")[: cfg.dedup_examples]  # nearest the threshold first
-    texts = read_rows(pool, np.r_[removed[shown], kept_for[shown]], ["text"])["text"].to_pylist()
-    doc_ids = assignments["doc_id"]
+    pairs = read_rows(pool, np.r_[removed[shown], kept_for[shown]], ["doc_id", "text"])
+    doc_ids, texts = pairs["doc_id"].to_pylist(), pairs["text"].to_pylist()
     examples = [
         {
-            "removed": doc_ids[int(removed[i])].as_py(),
-            "kept": doc_ids[int(kept_for[i])].as_py(),
+            "removed": doc_ids[j],
+            "kept": doc_ids[shown.size + j],
             "similarity": round(float(result.similarity[i]), 4),
             "removed_text": texts[j][:DEDUP_SNIPPET_CHARS],
             "kept_text": texts[shown.size + j][:DEDUP_SNIPPET_CHARS],
@@ -255,10 +269,10 @@ def _semantic_dedup(
         "dedup": "semantic",
         "dedup_epsilon": cfg.dedup_epsilon,
         "dedup_removed_docs": int(removed.size),
-        "dedup_removed_tokens": int(n_tokens[removed].sum()),
+        "dedup_removed_tokens": removed_tokens,
         "dedup_examples": examples,
     }
-    return eligible[result.kept], summary
+    return np.sort(removed), summary
 
 
 def _tokenizer_note(ctx: StageContext) -> dict[str, Any]:
@@ -272,19 +286,32 @@ def _tokenizer_note(ctx: StageContext) -> dict[str, Any]:
     return {"tokenizer_matches_proxy": tokenizers["same"], "tokenizers": names}
 
 
-def _by_pool_row(
-    selection: Selection, eligible: np.ndarray, n_docs: int, pool_scores: np.ndarray | None
+def _scored(
+    selection: Selection, arrays: EligibleArrays, pool_scores: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The manifest's `score` and `round` of every pool row: the whole pool's scores when they were computed for
-    the method, with what the method scored itself; the round each selected document was taken in."""
-    scores = np.full(n_docs, np.nan) if pool_scores is None else pool_scores.copy()
-    rounds = np.full(n_docs, -1, dtype=np.int64)
-    if selection.scores is not None:
-        scored = np.isfinite(selection.scores)
-        scores[eligible[scored]] = selection.scores[scored]
-    if selection.rounds is not None:
-        rounds[eligible] = selection.rounds
-    return scores, rounds
+    """Every scored pool row, ascending, with its score (scored.parquet): the whole pool's scores when they were
+    computed for the method, overridden by what the method scored itself. Only as many as were scored."""
+    rows, values = np.zeros(0, np.int64), np.zeros(0)
+    if pool_scores is not None:
+        rows = np.flatnonzero(np.isfinite(pool_scores))
+        values = pool_scores[rows]
+    if selection.scored is not None and selection.scores is not None:
+        own_rows = arrays.rows[np.asarray(selection.scored, dtype=np.int64)]
+        own = np.asarray(selection.scores, dtype=np.float64)
+        kept = ~np.isin(rows, own_rows)
+        rows, values = np.concatenate([rows[kept], own_rows]), np.concatenate([values[kept], own])
+    order = np.argsort(rows, kind="stable")
+    return rows[order], values[order]
+
+
+def _score_of(rows: np.ndarray, scored_rows: np.ndarray, scored_values: np.ndarray) -> np.ndarray:
+    """The score of each of `rows` among the scored rows (ascending), NaN where it was not scored."""
+    out = np.full(rows.size, np.nan)
+    if scored_rows.size:
+        at = np.minimum(np.searchsorted(scored_rows, rows), scored_rows.size - 1)
+        found = scored_rows[at] == rows
+        out[found] = scored_values[at[found]]
+    return out
 
 
 class _Needs:
@@ -297,15 +324,15 @@ class _Needs:
         self,
         ctx: StageContext,
         pool: ShardSet,
-        eligible: np.ndarray,
-        cluster_ids: np.ndarray,
+        arrays: EligibleArrays,
         cluster_summary: dict[str, Any],
         method: Method,
         budget: int,
         stack: ExitStack,
     ) -> None:
-        self.ctx, self.pool, self.eligible, self.stack = ctx, pool, eligible, stack
-        self.cluster_ids, self.cluster_summary = cluster_ids, cluster_summary
+        self.ctx, self.pool, self.arrays, self.stack = ctx, pool, arrays, stack
+        self.eligible = arrays.rows  # the pool row of each eligible position
+        self.cluster_summary = cluster_summary
         self.method, self.budget = method, budget
         self.pool_scores: np.ndarray | None = None
         self.classifier_report: dict[str, Any] | None = None  # set when the on-demand scorer is the classifier
@@ -333,7 +360,9 @@ class _Needs:
         return given
 
     def _clusters(self) -> dict[str, Any]:
-        return {"cluster_ids": self.cluster_ids[self.eligible], "n_clusters": int(self.cluster_summary["k"])}
+        k = int(self.cluster_summary["k"])
+        members = ClusterMembers.on_disk(self.arrays.cluster_ids, k, SelectFiles(self.ctx.work_dir).cluster_members)
+        return {"cluster_ids": self.arrays.cluster_ids, "n_clusters": k, "cluster_members": members}
 
     def _neighbours(self) -> dict[str, Any]:
         if not self.ctx.config.select.neighbours:

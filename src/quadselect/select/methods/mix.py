@@ -92,8 +92,8 @@ def select(inputs: SelectionInputs) -> Selection:
     return Selection(
         selected,
         summary=summary,
-        scores=_scores(a.scores, b.scores),
-        rounds=_rounds(n_tokens.size, [(a, from_first), (b, from_second)]),
+        **_scores(a, b),
+        rounds=_rounds([(a, from_first), (b, from_second)]),
         docs_scored=a.docs_scored + b.docs_scored,
         # At most one component records a trajectory (Quad; a mixture of a method with itself is refused).
         trajectory=a.trajectory if a.trajectory is not None else b.trajectory,
@@ -128,24 +128,34 @@ def _progress_span(
     return lambda tokens: progress(start + min(tokens, of) * span // max(1, of))
 
 
-def _scores(first: np.ndarray | None, second: np.ndarray | None) -> np.ndarray | None:
-    """The manifest's `score`: `second`'s score of a document where it has one, else `first`'s (the same influence
+def _scores(first: Selection, second: Selection) -> dict[str, np.ndarray | None]:
+    """`scored` and `scores`: `second`'s score of a document where it has one, else `first`'s (the same influence
     when both scored it; `second`'s is kept so that a top-k component's order can be read off its scores)."""
-    if first is None or second is None:
-        return second if first is None else first
-    return np.where(np.isfinite(second), second, first)
+    parts = [(s.scored, s.scores) for s in (first, second) if s.scored is not None and s.scores is not None]
+    if not parts:
+        return {"scored": None, "scores": None}
+    if len(parts) == 1:
+        return {"scored": parts[0][0], "scores": parts[0][1]}
+    (docs_a, scores_a), (docs_b, scores_b) = parts
+    only_a = ~np.isin(docs_a, docs_b)
+    return {"scored": np.concatenate([docs_a[only_a], docs_b]), "scores": np.concatenate([scores_a[only_a], scores_b])}
 
 
-def _rounds(n_docs: int, parts: list[tuple[Selection, np.ndarray]]) -> np.ndarray | None:
-    """Each selected document's round in the component that took it, -1 elsewhere; None when no component has
-    rounds."""
+def _rounds(parts: list[tuple[Selection, np.ndarray]]) -> np.ndarray | None:
+    """Each selected document's round in the component that took it (-1 from a component without rounds), aligned
+    with the mixture's selection; None when no component has rounds."""
     if all(selection.rounds is None for selection, _ in parts):
         return None
-    rounds = np.full(n_docs, -1, dtype=np.int64)
-    for selection, taken in parts:
-        if selection.rounds is not None:
-            rounds[taken] = np.asarray(selection.rounds)[taken]
-    return rounds
+    return np.concatenate([_round_of(selection, taken) for selection, taken in parts])
+
+
+def _round_of(selection: Selection, taken: np.ndarray) -> np.ndarray:
+    """The rounds in which `selection` took the documents `taken` (some of its own selected documents)."""
+    if selection.rounds is None:
+        return np.full(taken.size, -1, dtype=np.int64)
+    selected = np.asarray(selection.selected, dtype=np.int64)
+    by_doc = np.argsort(selected, kind="stable")
+    return np.asarray(selection.rounds, dtype=np.int64)[by_doc[np.searchsorted(selected, taken, sorter=by_doc)]]
 
 
 class _States:

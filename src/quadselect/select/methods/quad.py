@@ -29,6 +29,7 @@ def select(inputs: SelectionInputs) -> Selection:
         seed=inputs.seed,
         neighbours=inputs.neighbours,
         n_clusters=inputs.n_clusters,
+        members=inputs.cluster_members,
     )
     state = inputs.checkpoint.load()
     if state is not None:
@@ -41,11 +42,6 @@ def select(inputs: SelectionInputs) -> Selection:
         inputs.progress(min(record["tokens"], inputs.budget_tokens))
 
     result = selector.result()
-    scores = np.full(inputs.n_tokens.size, np.nan)
-    scores[result.scored] = result.scores
-    scores[result.pilot] = result.pilot_scores  # pilot documents are never selected: they show in scored.parquet only
-    rounds = np.full(inputs.n_tokens.size, -1, dtype=np.int64)
-    rounds[result.selected] = result.selected_round
     summary = {
         "rounds": result.rounds,
         "stop_reason": result.stop_reason,
@@ -59,8 +55,10 @@ def select(inputs: SelectionInputs) -> Selection:
     return Selection(
         result.selected,
         summary=summary,
-        scores=scores,
-        rounds=rounds,
+        # Pilot documents are never selected: they show in scored.parquet only.
+        scored=np.concatenate([result.scored, result.pilot]),
+        scores=np.concatenate([result.scores, result.pilot_scores]),
+        rounds=result.selected_round,
         docs_scored=result.docs_scored,
         trajectory=result.trajectory,
     )
