@@ -3,14 +3,15 @@ executor with 1 and 2 reading processes and on a local Ray cluster, with a proje
 
 Run by hand, from the repository root (hours on 2 cores; resumable):
 
-    .venv/bin/python benchmarks/bench_scale.py --docs 2000000 --workdir /tmp/qs-scale
+    .venv/bin/python benchmarks/bench_scale.py --docs 2000000                       # in runs/scale
     .venv/bin/python benchmarks/bench_scale.py --docs 20000 --workdir /tmp/qs-scale-small --results /tmp/r.md  # minutes
 
 The pool is deterministic: the demo pool's real documents cut at word boundaries into pieces of 200-1,000
 characters, shuffled with a fixed seed and cycled (each copy numbered) until `--docs` documents, written as 8 JSONL
-files. The reference set is the demo's. Every stage runs as its own `quadselect <stage> CONFIG` subprocess, watched
-every 0.2 s: its wall time and the peak RSS (VmHWM) of the driver, of each worker process (the local reading
-processes, Ray's workers) and of Ray's own daemons. Quad selects 1% of the pool's tokens with the demo's proxy
+files. The reference set is the demo's. With one reading process only `prepare` runs (the local executor runs every
+later stage in the driver whatever `prepare.read_processes` is). Every stage runs as its own `quadselect <stage>
+CONFIG` subprocess, watched every 0.2 s: its wall time and the peak RSS (VmHWM) of the driver, of each worker process
+(the local reading processes, Ray's workers) and of Ray's own daemons. Quad selects 1% of the pool's tokens with the demo's proxy
 (trained here on a pool sample) scoring the documents it picks. Each configuration has its own run directory under
 `--workdir`; a stage measured before is not rerun (measurements are kept in `--workdir/measured.json`), so a killed
 benchmark goes on where it stopped.
@@ -45,6 +46,7 @@ CONFIGS = {
     "local, 2 processes": {"engine": "local", "prepare": {"read_processes": 2}},
     "ray, 2 workers": {"engine": "ray", "ray": {"workers": 2, "cpus_per_worker": 1, "num_cpus": 2}},
 }
+ONLY = {"local, 1 process": ("prepare",)}  # the local executor runs every later stage in the driver either way
 FILES = 8
 SLIMPAJAMA_DOCS = 590_000_000  # SlimPajama-627B: 627B tokens in ≈ 590M documents (its dataset card)
 SLIMPAJAMA_BYTES = 2.6e12  # ≈ 4.4 kB of text per document
@@ -238,7 +240,7 @@ def projection(measured: dict[str, Any], pool_bytes: int, docs: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=2_000_000)
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/qs-scale"))
+    parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "scale")
     parser.add_argument("--configs", nargs="*", default=list(CONFIGS), help="Configurations to run (default all).")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     args = parser.parse_args()
@@ -251,7 +253,7 @@ def main() -> None:
     measured: dict[str, dict[str, Any]] = json.loads(record.read_text()) if record.is_file() else {}
     for name in args.configs:
         config = write_config(workdir, name, workdir / "pool", reference, CONFIGS[name])
-        for stage in STAGES:
+        for stage in ONLY.get(name, STAGES):
             if stage in measured.get(name, {}):
                 continue
             result = run_stage(stage, config)
