@@ -11,10 +11,10 @@ characters, shuffled with a fixed seed and cycled (each copy numbered) until `--
 files. The reference set is the demo's. With one reading process only `prepare` runs (the local executor runs every
 later stage in the driver whatever `prepare.read_processes` is). Every stage runs as its own `quadselect <stage>
 CONFIG` subprocess, watched every 0.2 s: its wall time and the peak RSS (VmHWM) of the driver, of each worker process
-(the local reading processes, Ray's workers) and of Ray's own daemons. Quad selects 1% of the pool's tokens with the demo's proxy
-(trained here on a pool sample) scoring the documents it picks. Each configuration has its own run directory under
-`--workdir`; a stage measured before is not rerun (measurements are kept in `--workdir/measured.json`), so a killed
-benchmark goes on where it stopped.
+(the local reading processes, Ray's workers) and of Ray's own daemons. Quad selects 1% of the pool's tokens with the
+demo's proxy (trained here on a pool sample) scoring the documents it picks. Each configuration has its own run
+directory under `--workdir`; a stage measured before is not rerun (measurements are kept in
+`--workdir/measured.json`), so a killed benchmark goes on where it stopped.
 """
 
 from __future__ import annotations
