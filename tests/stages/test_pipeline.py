@@ -17,9 +17,9 @@ from quadselect.atomic import read_json
 from quadselect.config import RunConfig
 from quadselect.errors import ConfigError
 from quadselect.layout import RunLayout, SelectFiles
+from quadselect.select import checkpoint as checkpoint_module
 from quadselect.select.method import Method
 from quadselect.select.methods import METHODS
-from quadselect.stages import select as select_stage
 from tests.stages.conftest import tiny_config
 from tests.support import write_jsonl
 
@@ -118,7 +118,7 @@ def test_quad_killed_mid_run_resumes_to_the_identical_selection(
 
     killed = tiny_config(topic_pool, run_dir=str(tmp_path / "killed"))
     quad_state = SelectFiles(RunLayout(killed.run_dir).partial_dir("select")).checkpoint("quad")
-    real_write = select_stage.write_json
+    real_write = checkpoint_module.write_json
     writes = {"n": 0}
 
     def dying_write(path, obj):
@@ -128,11 +128,11 @@ def test_quad_killed_mid_run_resumes_to_the_identical_selection(
             if writes["n"] == 4:
                 raise KeyboardInterrupt("kill after round checkpoint")
 
-    monkeypatch.setattr(select_stage, "write_json", dying_write)
+    monkeypatch.setattr(checkpoint_module, "write_json", dying_write)
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(killed, until="select")
     assert quad_state.is_file()
-    monkeypatch.setattr(select_stage, "write_json", real_write)
+    monkeypatch.setattr(checkpoint_module, "write_json", real_write)
     run_pipeline(killed, until="select")
     resumed, uninterrupted = _manifest(killed.run_dir), _manifest(clean.run_dir)
     np.testing.assert_array_equal(resumed.pop("score"), uninterrupted.pop("score"))  # NaN-aware, exact

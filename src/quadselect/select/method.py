@@ -54,7 +54,8 @@ class Need(enum.Enum):
 
 class Checkpoint(Protocol):
     """A method's saved state: `load()` returns what the last `save` stored (None before any), across restarts of
-    the stage. The state must be JSON-able."""
+    the stage. The state must be JSON-able; its growing lists should be `AppendOnly` (`quadselect.select.checkpoint`),
+    so that a save costs the step, not the selection so far."""
 
     def load(self) -> dict[str, Any] | None: ...
 

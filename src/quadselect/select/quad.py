@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from quadselect.cluster.graph import NeighbourGraph, gamma_of
 from quadselect.select.bandit import ClusterBandit
 from quadselect.select.budget import take_to_budget
+from quadselect.select.checkpoint import AppendOnly
 from quadselect.select.members import ClusterMembers, check_cluster_ids, check_token_counts, cluster_totals, iter_chunks
 
 logger = logging.getLogger(__name__)
@@ -355,12 +356,12 @@ class QuadSelector:
             "round": self._round,
             "explore_pos": self._explore_pos,
             "cursor": self._cursor.tolist(),
-            "pilot": {"docs": list(self._pilot), "scores": list(self._pilot_scores)},
-            "scored": {"docs": list(self._scored), "scores": list(self._scores)},
-            "selected": {"docs": list(self._selected), "rounds": list(self._selected_round)},
+            "pilot": {"docs": AppendOnly(self._pilot), "scores": AppendOnly(self._pilot_scores)},
+            "scored": {"docs": AppendOnly(self._scored), "scores": AppendOnly(self._scores)},
+            "selected": {"docs": AppendOnly(self._selected), "rounds": AppendOnly(self._selected_round)},
             "selected_tokens": self._selected_tokens,
             "bandit": self._bandit.state_dict(),
-            "trajectory": [dict(r) for r in self._trajectory],
+            "trajectory": AppendOnly(dict(r) for r in self._trajectory),
             "stop_reason": self._stop_reason,
         }
 

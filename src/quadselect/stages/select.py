@@ -25,7 +25,6 @@ import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,6 +64,7 @@ from quadselect.progress import ProgressBar, progress_bar
 from quadselect.run import StageContext, stage_status
 from quadselect.run_store import RunLocation
 from quadselect.select import NgramIndex, find_contamination
+from quadselect.select.checkpoint import JsonCheckpoint
 from quadselect.select.classifier import (
     FastTextScorer,
     FastTextSettings,
@@ -489,7 +489,7 @@ class _Needs:
         return {"reference_texts": reference.read(["text"])["text"].to_pylist()}
 
     def _checkpoint(self) -> dict[str, Any]:
-        return {"checkpoint": _JsonCheckpoint(SelectFiles(self.ctx.work_dir).checkpoint(self.method.name))}
+        return {"checkpoint": JsonCheckpoint(SelectFiles(self.ctx.work_dir).checkpoint(self.method.name))}
 
     def _progress(self) -> dict[str, Any]:
         bar = self.stack.enter_context(progress_bar(f"select: {self.method.name}", total=self.budget, unit="tokens"))
@@ -519,19 +519,6 @@ class ShardTexts:
             lo, hi = np.searchsorted(self.rows, [start, stop])
             yield from table["text"].take(pa.array(self.rows[lo:hi] - start)).to_pylist()
             start = stop
-
-
-class _JsonCheckpoint:
-    """A method's state in one JSON file of the stage's work folder, replaced atomically at every save."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def load(self) -> dict[str, Any] | None:
-        return read_json(self.path) if self.path.is_file() else None
-
-    def save(self, state: dict[str, Any]) -> None:
-        write_json(self.path, state)
 
 
 def _audit(ctx: StageContext, scoring: dict[str, Any] | None) -> dict[str, Any]:
