@@ -149,7 +149,7 @@ def _is_pickle(path: Path) -> bool:
     return any(_parses_as_pickle(payload) for payload in payloads)
 
 
-ARTIFACT_SUFFIXES = {".json", ".parquet", ".safetensors", ".npy", ".npz", ".png", ".yaml", ".gz", ".txt", ""}
+ARTIFACT_SUFFIXES = {".json", ".jsonl", ".parquet", ".safetensors", ".npy", ".npz", ".png", ".yaml", ".gz", ".txt", ""}
 REPORT_SUFFIXES = {".html", ".csv"}
 
 
