@@ -5,9 +5,12 @@ The selection costs are per document: once the base run's reference stage is don
 proxy's forward pass are timed on a sample of real pool documents (their lengths, their padding), which is what
 top-k's whole-pool scoring, perplexity filtering and Quad's scored documents are made of. Before it, the scorer is
 priced from the proxy's training throughput (one hook-scored batch ≈ 1.2 training steps, measured in the influence
-benchmark), a rougher figure that the estimate says it used. A resumed comparison calibrates on its own finished
-runs and on the records it reuses: the measured training and evaluation times, and the share of the pool Quad
-actually scored, replace the throughput rules for the runs still to do; a reused run costs nothing.
+benchmark), a rougher figure that the estimate says it used. The shared stages are priced from the proxy's training
+rate (the model the run will use: a pretrained checkpoint is timed itself) and, for the reference stage, from the
+FLOPs of the EK-FAC iHVP over the tracked layers at this machine's measured matmul rate. A resumed comparison
+calibrates on its own finished runs and on the records it reuses: the measured training and evaluation times, and the
+share of the pool Quad actually scored, replace the throughput rules for the runs still to do; a reused run costs
+nothing.
 """
 
 from __future__ import annotations
@@ -27,12 +30,14 @@ from quadselect.config import ProxyConfig, RunConfig
 from quadselect.data.shards import ShardSet, read_rows
 from quadselect.device import native_bf16
 from quadselect.evaluate.train import build_model
+from quadselect.influence import find_tracked_layers
 from quadselect.layout import RunLayout
 from quadselect.proxy import build_llama, evaluate_loss, load_causal_lm, train_causal_lm
 from quadselect.select.method import Need
 from quadselect.select.methods import get_method
 
 SAMPLE_DOCS = 16  # pool documents timed through the scorer and the proxy's forward pass
+REFERENCE_WINDOWS = 350  # reference windows priced before the reference set is read (the demo's: 350 documents)
 QUAD_SCORED_SHARE = 0.05  # Quad scored 4.2% of the demo pool at a 10% budget (until a run here measures it)
 FIXED_PER_RUN_S = 15.0  # decontamination screen read from the cache, model loads, bookkeeping
 
@@ -47,6 +52,8 @@ class Rates:
     eval_tps: float
     proxy_train_tps: float
     scorer_measured: bool
+    ihvp_s_per_window: float = 0.0
+    """The EK-FAC iHVP of one reference window's gradient, every tracked layer (the reference stage's own work)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,14 +68,42 @@ def measure_rates(base: RunConfig) -> Rates:
     t = base.train
     proxy = _proxy_to_time(base)
     proxy_train = _train_tps(proxy, base.factors.max_length, base.select.score_batch_size, bf16=False)
+    ihvp_s = ihvp_flops(proxy, base) / _matmul_flops_per_s()
     eval_model = build_model(t, _VocabOnly(base.tokenizer.vocab_size), seed=0)
     train_tps = _train_tps(eval_model, t.seq_len, t.batch_size, bf16=t.bf16)
     eval_tps = _forward_tps(eval_model, t.seq_len, base.evaluate.batch_size)
     if layout.reference.marker.is_file():
         scorer_tps, forward_tps = _measured_scoring(base)
-        return Rates(scorer_tps, forward_tps, train_tps, eval_tps, proxy_train, scorer_measured=True)
+        return Rates(
+            scorer_tps, forward_tps, train_tps, eval_tps, proxy_train, scorer_measured=True, ihvp_s_per_window=ihvp_s
+        )
     forward_tps = _forward_tps(proxy, base.factors.max_length, base.select.score_batch_size)
-    return Rates(proxy_train / 1.2, forward_tps, train_tps, eval_tps, proxy_train, scorer_measured=False)
+    return Rates(
+        proxy_train / 1.2,
+        forward_tps,
+        train_tps,
+        eval_tps,
+        proxy_train,
+        scorer_measured=False,
+        ihvp_s_per_window=ihvp_s,
+    )
+
+
+def ihvp_flops(model: torch.nn.Module, base: RunConfig) -> float:
+    """FLOPs of one gradient's EK-FAC iHVP over the tracked layers: per layer Q_Sᵀ V Q_A and back, four products
+    of 2·d_out·d_in·(d_out or d_in) FLOPs each pair, 4·d_out·d_in·(d_out + d_in) in all. Negligible for the demo's
+    proxy, it is what the reference stage of a 135M model spends (≈ 8 s per reference window on 2 cores)."""
+    layers = find_tracked_layers(model, base.factors.include, base.factors.exclude)
+    return float(sum(4 * s.d_out * s.d_in * (s.d_out + s.d_in) for s in layers.values()))
+
+
+def _matmul_flops_per_s(size: int = 512, repeats: int = 5) -> float:
+    a = torch.randn(size, size)
+    torch.mm(a, a)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        torch.mm(a, a)
+    return repeats * 2 * size**3 / (time.perf_counter() - start)
 
 
 def _proxy_to_time(base: RunConfig) -> torch.nn.Module:
@@ -137,7 +172,7 @@ def estimate_plan(
             30.0
             + _proxy_training_s(p, rates)
             + 3 * base.factors.sample_docs * cap / rates.proxy_train_tps
-            + 2 * 350 * cap * base.factors.max_windows / rates.proxy_train_tps
+            + REFERENCE_WINDOWS * base.factors.max_windows * (2 * cap / rates.proxy_train_tps + rates.ihvp_s_per_window)
         )
         parts.append(Part("shared upstream stages (prepare … reference)", upstream))
     whole_pool_done: set[Need] = set()
