@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from transformers import AutoTokenizer
 
 from quadselect.api import run_pipeline
 from quadselect.config import PrepareConfig, SourceSpec, load_config
@@ -22,6 +23,7 @@ from quadselect.data.problems import ProblemReport
 from quadselect.data.read_tasks import reservoir_positions
 from quadselect.data.readers import Part, iter_jsonl
 from quadselect.data.shards import ShardSet
+from quadselect.data.tokenizer import train_bpe_tokenizer
 from quadselect.layout import RunLayout
 from quadselect.run_store import RunLocation
 from tests.support import make_config, texts, write_jsonl
@@ -55,14 +57,14 @@ def _messy_inputs(folder: Path) -> Path:
     return folder
 
 
-def _config(tmp_path: Path, name: str, inputs: Path, **prepare: object):
+def _config(tmp_path: Path, name: str, inputs: Path, tokenizer: dict | None = None, **prepare: object):
     pool = [{"path": str(inputs), "id_field": "id"}, {"path": str(inputs.parent / "c.parquet"), "id_field": "id"}]
     path = make_config(
         tmp_path,
         run_dir=str(tmp_path / name),
         data={"pool": pool, "reference": [{"path": str(inputs / "b.jsonl")}]},
         prepare={"shard_max_docs": 25, **prepare},
-        tokenizer={"vocab_size": 400, "train_docs": 50},
+        tokenizer=tokenizer or {"vocab_size": 400, "train_docs": 50},
     )
     return load_config(path)
 
@@ -105,6 +107,25 @@ def test_cut_into_ranges_and_read_by_processes_it_is_one_ordered_read(tmp_path: 
     assert report.counts["duplicate_id"] > 3 and report.counts["malformed_json"] > 3
     ids = [r["doc_id"] for r in pool]
     assert sum(i.startswith("in-") for i in ids) > 3 and {"dup~dup2", "j1~dup2"} <= set(ids)
+
+
+def test_a_given_tokenizer_counts_while_reading_as_the_tokenizer_itself_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inputs = _messy_inputs(tmp_path / "in")
+    train_bpe_tokenizer(texts(60), 300).save_pretrained(tmp_path / "given")
+    cfg = _config(tmp_path, "given", inputs, {"path": str(tmp_path / "given")}, split_bytes=700, read_processes=2)
+
+    def counted_again(*args: object) -> None:
+        raise AssertionError("the read tasks counted these documents already")
+
+    monkeypatch.setattr("quadselect.data.prepare.count_tokens", counted_again)
+    run_pipeline(cfg, until="prepare")
+    pool = ShardSet(RunLayout(cfg.run_dir).prepare.pool).read().to_pylist()
+    reference = AutoTokenizer.from_pretrained(tmp_path / "given")  # the saved tokenizer, loaded by transformers
+    assert len(pool) > 100
+    expected = [len(reference(r["text"], add_special_tokens=False).input_ids) for r in pool]
+    assert [r["n_tokens"] for r in pool] == expected
 
 
 def test_a_killed_read_redoes_only_its_unfinished_tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,9 +3,11 @@
 Three steps, each writing into directories it is given (the stage makes them resumable, `quadselect.stages.prepare`):
 
 1. `read_inputs`: read every input through the bad-input policies into raw shards, one folder per role, and draw
-   the seeded tokenizer sample, in parallel tasks (`quadselect.data.read_tasks`);
+   the seeded tokenizer sample, in parallel tasks (`quadselect.data.read_tasks`); with a configured tokenizer the
+   tasks count tokens too, so tokenizing (what binds `prepare`) runs in the reading processes, in one pass;
 2. `build_tokenizer`: train the byte-level BPE on that sample (or load the configured tokenizer);
-3. `ShardTokenCounter`: add token counts to a raw shard (a worker; one shard at a time, written atomically).
+3. `ShardTokenCounter`: give a raw shard's documents their final ids and, unless step 1 counted them, their token
+   counts (a worker; one shard at a time, written atomically).
 
 A worker's memory is bounded by one batch of documents, never by the pool; the driver holds the tokenizer's sample and
 the duplicate-id check's hashes (8 bytes and a set entry per document of a role).
@@ -83,7 +85,8 @@ def read_inputs(
         )
     specs = _specs(data)
     tasks = plan_read_tasks(specs, policy.split_bytes)
-    results = _run_read_tasks(tasks, specs, policy, shard_bytes, raw_dir, executor, where)
+    counting = _given_tokenizer_pipeline(tokenizer)
+    results = _run_read_tasks(tasks, specs, policy, shard_bytes, raw_dir, executor, where, counting)
     report, shards, sources = reduce_reads(tasks, results, specs, raw_dir, policy.report_examples, where)
     roles: dict[str, Any] = {}
     for role, role_specs in specs.items():
@@ -109,6 +112,7 @@ def _run_read_tasks(
     raw_dir: Path,
     executor: Executor,
     where: RunLocation,
+    tokenizer_json: str | None,
 ) -> list[dict[str, Any]]:
     """Every task's summary, from its marker or by running it: tasks without a marker go to the executor (processes
     of this machine, or the cluster), and each marker is written once the task's files are here."""
@@ -121,7 +125,7 @@ def _run_read_tasks(
         len(tasks) - len(todo),
         f"{min(processes, max(1, len(todo)))} processes" if executor.in_process else executor.describe(),
     )
-    shared = (specs, policy, shard_bytes, str(raw_dir), where)
+    shared = (specs, policy, shard_bytes, str(raw_dir), where, tokenizer_json)
     with progress_bar("prepare: reading", total=len(tasks), unit="tasks") as bar:
         bar.update(len(tasks) - len(todo))
         for task, result in zip(todo, executor.map(read_task, todo, shared=shared, processes=processes), strict=True):
@@ -131,6 +135,16 @@ def _run_read_tasks(
             write_json(folder / marker_name(task["task"]), result)
             bar.update(1)
     return [read_json(marker) for marker in markers]
+
+
+def _given_tokenizer_pipeline(cfg: TokenizerConfig) -> str | None:
+    """A given tokenizer's whole `tokenizers` pipeline as JSON, which the read tasks count tokens with (it travels
+    with the tasks, so a worker needs no access to the tokenizer's files); None when the tokenizer is trained after
+    reading, or has no fast backend (then the documents are counted in step 3)."""
+    if cfg.path is None:
+        return None
+    backend = getattr(load_tokenizer(cfg.path), "backend_tokenizer", None)
+    return backend.to_str() if backend is not None else None
 
 
 PROCESSES_MIN_BYTES = 32 * 2**20
@@ -212,24 +226,32 @@ class ShardTokenCounter:
 
     def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
         table = pq.read_table(self.where.readable(item["raw"]))
-        texts = table["text"].to_pylist()
-        counts: list[int] = []
-        for start in range(0, len(texts), self.batch_docs):
-            counts.extend(count_tokens(self.tokenizer, texts[start : start + self.batch_docs]))
-            if self.progress is not None:
-                self.progress(len(counts) - start)
         table = pa.table(
             {
                 "doc_id": pa.array(self._final_ids(table, item), pa.string()),
                 "text": table["text"],
-                "n_tokens": pa.array(counts, pa.int32()),
+                "n_tokens": self._counts(table),
                 "source": table["source"],
             },
             schema=SHARD_SCHEMA,
         )
         _write_table_atomic(table, self.where.writable(item["dest"]))
         self.where.uploaded(item["dest"])
-        return {"docs": len(texts)}
+        return {"docs": table.num_rows}
+
+    def _counts(self, table: pa.Table) -> pa.Array:
+        """The counts the read tasks made with the given tokenizer, else counted here with the trained one."""
+        if table["n_tokens"].null_count == 0:
+            if self.progress is not None:
+                self.progress(table.num_rows)
+            return table["n_tokens"].combine_chunks()
+        texts = table["text"].to_pylist()
+        counts: list[int] = []
+        for start in range(0, len(texts), self.batch_docs):
+            counts.extend(count_tokens(self.tokenizer, texts[start : start + self.batch_docs]))
+            if self.progress is not None:
+                self.progress(len(counts) - start)
+        return pa.array(counts, pa.int32())
 
     def _final_ids(self, table: pa.Table, item: dict[str, Any]) -> list[str]:
         label, offset = item["label"], int(item["record_offset"])

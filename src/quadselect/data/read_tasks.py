@@ -26,6 +26,7 @@ summary) once they are there, so a killed step redoes only the tasks without a m
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tokenizers import Tokenizer
 
 from quadselect.atomic import atomic_path
 from quadselect.config import PrepareConfig, SourceSpec
@@ -133,10 +135,13 @@ def read_task(
     shard_bytes: int,
     raw_dir: str,
     where: RunLocation,
+    tokenizer_json: str | None = None,
 ) -> dict[str, Any]:
     """Read one task's records through the bad-input policies into raw shards in `raw_dir/<role>/`, with its
     per-document table; returns its summary, which the driver keeps as the task's marker. A task redone after a
-    kill first removes what its earlier attempt left."""
+    kill first removes what its earlier attempt left. With `tokenizer_json` (a given tokenizer's `tokenizers`
+    pipeline) the task also counts each document's tokens, so the documents are tokenized by as many processes as
+    read them, in the same pass (a trained tokenizer does not exist yet: its counts come later)."""
     spec = specs[item["role"]][item["spec"]]
     prefix = task_prefix(item["task"])
     out = Path(raw_dir) / item["role"]
@@ -149,13 +154,16 @@ def read_task(
     per_source: dict[str, Counter[str]] = defaultdict(Counter)
     docs: dict[str, list[Any]] = {"id_hash": [], "record": [], "file": [], "line": []}
     records = _Counted(_records(item, spec, policy, part))
+    tokenizer = _backend_tokenizer(tokenizer_json) if tokenizer_json is not None else None
     for batch in _batches(iter_located(iter(records), spec, policy, report), policy.batch_docs):
+        texts = [d.text for d in batch]
         writer.write(
             {
                 "doc_id": [d.given_id for d in batch],
                 "record": [d.record for d in batch],
-                "text": [d.text for d in batch],
+                "text": texts,
                 "source": [d.source for d in batch],
+                "n_tokens": _token_counts(tokenizer, texts),
             }
         )
         for d in batch:
@@ -179,6 +187,19 @@ def read_task(
         "records": records.records,
         "lines": part.lines if part is not None and item["kind"] == "range" else None,
     }
+
+
+@functools.lru_cache(maxsize=2)
+def _backend_tokenizer(tokenizer_json: str) -> Tokenizer:
+    """Built once per process, not per task: a large vocabulary takes a moment to load."""
+    return Tokenizer.from_str(tokenizer_json)
+
+
+def _token_counts(tokenizer: Tokenizer | None, texts: list[str]) -> list[int | None]:
+    """Tokens per document without special tokens, as `quadselect.data.tokenizer.count_tokens` counts them."""
+    if tokenizer is None:
+        return [None] * len(texts)
+    return [len(encoding.ids) for encoding in tokenizer.encode_batch(texts, add_special_tokens=False)]
 
 
 def _part(item: dict[str, Any]) -> Part | None:

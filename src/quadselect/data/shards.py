@@ -30,7 +30,13 @@ SHARD_SCHEMA = pa.schema(
 # What `prepare` reads, before token counting: `doc_id` is null where the record had no usable id (it is generated
 # from `record`, the record's index among its read task's, when tokens are counted).
 RAW_SCHEMA = pa.schema(
-    [("doc_id", pa.string()), ("record", pa.int64()), ("text", pa.large_string()), ("source", pa.string())]
+    [
+        ("doc_id", pa.string()),
+        ("record", pa.int64()),
+        ("text", pa.large_string()),
+        ("source", pa.string()),
+        ("n_tokens", pa.int32()),  # null until counted: counted while reading when the tokenizer is given
+    ]
 )
 INDEX_FILE = "index.json"
 # Rows read per step when writing exported documents.
