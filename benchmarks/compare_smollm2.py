@@ -31,7 +31,7 @@ import numpy as np
 from _results_md import update_section
 from bench_smollm2 import tiny_model
 from compare_methods import base_config as demo_comparison_config
-from compare_methods import run_comparison
+from compare_methods import progress_line, run_comparison
 from scipy.stats import spearmanr
 
 from quadselect.atomic import read_json, write_json
@@ -180,6 +180,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, help="Seeds per method (default 3; quick 1).")
     parser.add_argument("--recorded", type=Path, action="append", default=[], help="An earlier comparison.json.")
     parser.add_argument("--estimate-only", action="store_true", help="Print the time estimate and stop.")
+    parser.add_argument(
+        "--record-only",
+        action="store_true",
+        help="Run nothing: record in RESULTS.md the runs the comparison's comparison.json holds so far (an "
+        "unfinished one says how far it got; the score correlation waits for the finished comparison).",
+    )
     parser.add_argument("--results", type=Path, help="Markdown file to update (default benchmarks/RESULTS.md).")
     args = parser.parse_args()
     args.commit = os.popen(f"git -C {ROOT} rev-parse --short HEAD").read().strip() or "unknown"
@@ -197,39 +203,53 @@ def main() -> None:
     if args.quick:
         real = smollm2_config(args, tiny_proxy_folder(args.work_dir / "tiny-proxy", real.tokenizer.vocab_size))
     command = ("python benchmarks/compare_smollm2.py " + " ".join(sys.argv[1:])).strip()
-    document = run_comparison(real, args, command)
-    if document is None:
-        return
+    if args.record_only:
+        document = read_json(RunLayout(real.run_dir).compare.comparison)  # what it had measured when it stopped
+    else:
+        document = run_comparison(real, args, command)
+        if document is None:
+            return
     demo = demo_comparison_config(_demo_args(args, args.demo_work_dir))
-    Runner(build_pipeline(), demo).run("reference")  # the demo proxy's ĝ_R (a no-op when the comparison made it)
-    correlation = score_correlation(real, demo, 64 if args.quick else SPEARMAN_DOCS)
+    if document.get("complete"):
+        Runner(build_pipeline(), demo).run("reference")  # the demo proxy's ĝ_R (a no-op when the comparison made it)
+        document["score_correlation"] = score_correlation(real, demo, 64 if args.quick else SPEARMAN_DOCS)
     demo_record = RunLayout(demo.run_dir).compare.comparison  # the demo comparison's runs, else its committed record
     if not demo_record.is_file() and not args.quick:
         demo_record = ROOT / "benchmarks" / "comparison.json"
-    document["score_correlation"] = correlation
     args.results.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.results.parent / f"comparison_smollm2{suffix}.json", document)
     plot_name = f"compare_smollm2{suffix}.png"
     shutil.copyfile(RunLayout(real.run_dir).compare.plot("tradeoff"), args.results.parent / plot_name)
     body = "\n\n".join(
         [
-            f"`{command}` — {time.strftime('%Y-%m-%d')}, commit `{args.commit}`. Machine: {document['machine']}.",
+            f"`{document['command']}` — started {document['created'][:10]}, commit `{document['commit']}`; recorded "
+            f"{time.strftime('%Y-%m-%d')} by `{command}`. Machine: {document['machine']}.",
             f"Proxy `{real.proxy.model}` (float32 on the CPU); factors fitted on {real.factors.sample_docs} pool "
             f"documents, one window of {real.factors.max_length} tokens each. Shared stages: {upstream_walls(real)}. "
-            f"Wall time: {document['estimate_accuracy']}. Pool, budget, evaluation model and training tokens as in "
+            f"Wall time: {progress_line(document)}. Pool, budget, evaluation model and training tokens as in "
             "the demo comparison (benchmarks/compare_methods.py).",
             same_runs_as_the_demo_comparison(document, demo_record),
             stage_walls(document),
-            f"Spearman correlation of the real proxy's and the demo proxy's influence scores on the same "
-            f"{correlation['docs']:,} pool documents: **{correlation['spearman']:.3f}** (p = "
-            f"{correlation['p_value']:.2g}); scoring rate {correlation['real_docs_per_s']:.2f} documents/s with "
-            f"SmolLM2-135M vs {correlation['demo_docs_per_s']:.1f} with the demo proxy.",
-            topk_estimate(real, correlation["real_docs_per_s"], correlation["docs"]),
+            *correlation_text(real, document.get("score_correlation")),
             summary_markdown(document, plot_name=plot_name),
         ]
     )
     update_section(args.results, HEADING + (" — quick check of the script" if args.quick else ""), body)
-    print(f"\n{document['estimate_accuracy']}. Results: {args.results}")
+    print(f"\n{progress_line(document)}. Results: {args.results}")
+
+
+def correlation_text(real: RunConfig, correlation: dict[str, Any] | None) -> list[str]:
+    """The two proxies' score correlation and the top-k estimate made from it; said to be pending while the
+    comparison is unfinished."""
+    if correlation is None:
+        return ["The score correlation between the two proxies is measured once the comparison has finished."]
+    return [
+        f"Spearman correlation of the real proxy's and the demo proxy's influence scores on the same "
+        f"{correlation['docs']:,} pool documents: **{correlation['spearman']:.3f}** (p = "
+        f"{correlation['p_value']:.2g}); scoring rate {correlation['real_docs_per_s']:.2f} documents/s with "
+        f"SmolLM2-135M vs {correlation['demo_docs_per_s']:.1f} with the demo proxy.",
+        topk_estimate(real, correlation["real_docs_per_s"], correlation["docs"]),
+    ]
 
 
 if __name__ == "__main__":
