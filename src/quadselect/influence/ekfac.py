@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from quadselect.atomic import atomic_path, read_json, write_json
+from quadselect.influence.layers import LayerSpec
 
 DampingMode = Literal["relative", "absolute"]
 
@@ -54,6 +55,30 @@ def to_eigenbasis(v: Tensor, q_s: Tensor, q_a: Tensor | None) -> Tensor:
 def from_eigenbasis(v: Tensor, q_s: Tensor, q_a: Tensor | None) -> Tensor:
     """Q_S V Q_Aᵀ: back from the eigenbasis."""
     return rotate_in(rotate_out(q_s, v, transpose=False), q_a, transpose=True)
+
+
+def doc_grads_in_eigenbasis(spec: LayerSpec, a: Tensor, g: Tensor, q_s: Tensor, q_a: Tensor | None) -> Tensor:
+    """Q_Sᵀ (Σ_t g_t a_tᵀ) Q_A per document, (B, d_out, d_in): the per-document gradients the EK-FAC correction
+    and the reference direction need, in the eigenbasis.
+
+    The map is bilinear, so the tokens may be rotated first, Σ_t (Q_Sᵀ g_t)(Q_Aᵀ a_t)ᵀ, the same value at
+    T·(d_out² + d_in²) multiply-adds a document instead of d_out·d_in·(d_out + d_in) for rotating the gradient:
+    ≈ 4× fewer for a 128-token window of a 576 × 1,536 layer. The cheaper order is taken."""
+    if q_a is None:  # an embedding: its eigenbasis on the input side is the identity
+        return spec.per_doc_grads(a, _rows_times(g, q_s))
+    t, d_out, d_in = a.shape[1], spec.d_out, spec.d_in
+    if t * (d_out * d_out + d_in * d_in) >= d_out * d_in * (d_out + d_in):
+        return to_eigenbasis(spec.per_doc_grads(a, g), q_s, q_a)
+    return spec.per_doc_grads(a @ q_a, _rows_times(g, q_s))
+
+
+def _rows_times(g: Tensor, q_s: Tensor) -> Tensor:
+    """Each row g_t replaced by (Q_Sᵀ g_t)ᵀ = g_tᵀ Q_S, Q_S dense or per-head blocks."""
+    if q_s.dim() == 2:
+        return g @ q_s
+    n_blocks, block, _ = q_s.shape
+    rows = g.reshape(*g.shape[:-1], n_blocks, block)
+    return torch.einsum("...nk,nkj->...nj", rows, q_s).reshape(g.shape)
 
 
 def eigenvectors(cov: Tensor) -> Tensor:

@@ -32,8 +32,8 @@ from quadselect.influence.ekfac import (
     DampingMode,
     EkfacFactors,
     LayerFactors,
+    doc_grads_in_eigenbasis,
     eigenvectors,
-    to_eigenbasis,
 )
 from quadselect.influence.hooks import (
     Progress,
@@ -274,7 +274,7 @@ def correction_sums(
 
     def collect(spec: LayerSpec, a: Tensor, g: Tensor) -> None:
         q_a, q_s = bases[spec.name]
-        rotated = to_eigenbasis(spec.per_doc_grads(a, g), q_s.to(device, g.dtype), None if q_a is None else q_a.to(g))
+        rotated = doc_grads_in_eigenbasis(spec, a, g, q_s.to(device, g.dtype), None if q_a is None else q_a.to(g))
         accumulate(sums, spec.name, rotated.square().sum(dim=0))
 
     tapped = TappedModel(model, layers, collect)

@@ -3,6 +3,11 @@
 Each reference document's gradient is preconditioned, normalized over all tracked layers jointly
 (so no document dominates by its gradient's size), and the unit vectors are averaged. With
 ``factors=None`` the Hessian is taken as the identity: no preconditioning, for ablations.
+
+The preconditioned gradient is Q_S [(Q_Sᵀ ∇L Q_A) ⊘ (Λ* + λ)] Q_Aᵀ, and Q_S ⊗ Q_A is orthogonal: its norm is that
+of the bracket, and the mean of the rotated-back vectors is the rotated-back mean. So each document's gradient goes
+into the eigenbasis (from its tokens, `doc_grads_in_eigenbasis`), is divided, normalized and summed there, and only
+the sum is rotated back: half the rotations of preconditioning each document, fewer again by rotating tokens.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-from quadselect.influence.ekfac import EkfacFactors, ihvp
+from quadselect.influence.ekfac import EkfacFactors, LayerFactors, doc_grads_in_eigenbasis, from_eigenbasis
 from quadselect.influence.factors import Batch, context_length, iter_chunks
 from quadselect.influence.hooks import Progress, TappedModel, accumulate
 from quadselect.influence.layers import LayerSpec
@@ -51,10 +56,13 @@ def reference_direction(
     precond: dict[str, Tensor] = {}
 
     def collect(spec: LayerSpec, a: Tensor, g: Tensor) -> None:
-        grads = {spec.name: spec.per_doc_grads(a, g)}
-        if factors is not None:
-            grads = ihvp(factors, grads)
-        accumulate(precond, spec.name, grads[spec.name])
+        if factors is None:
+            accumulate(precond, spec.name, spec.per_doc_grads(a, g))
+            return
+        layer = factors.layers[spec.name]
+        q_s, q_a = layer.q_s.to(g), None if layer.q_a is None else layer.q_a.to(g)
+        rotated = doc_grads_in_eigenbasis(spec, a, g, q_s, q_a)
+        accumulate(precond, spec.name, rotated / layer.damped(factors.damping, factors.damping_mode).to(g))
 
     tapped = TappedModel(model, layers, collect)
     total: dict[str, Tensor] = {}
@@ -72,4 +80,10 @@ def reference_direction(
             n_docs += int((sq_norm > 0).sum())
     if n_docs == 0:
         raise ValueError("the reference batches hold no document with a next-token target")
-    return {name: total[name] / n_docs for name in layers}
+    if factors is None:
+        return {name: total[name] / n_docs for name in layers}
+    return {name: _out_of_eigenbasis(factors.layers[name], total[name] / n_docs) for name in layers}
+
+
+def _out_of_eigenbasis(layer: LayerFactors, v: Tensor) -> Tensor:
+    return from_eigenbasis(v, layer.q_s.to(v), None if layer.q_a is None else layer.q_a.to(v))
