@@ -290,7 +290,7 @@ def test_the_estimate_times_the_pretrained_proxy_the_run_will_score_with(eval_ru
     otherwise build (pricing a 135M model's scored documents at the 3M demo proxy's rate misled by ~20×)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from quadselect.compare.estimate import _proxy_to_time, ihvp_flops
+    from quadselect.compare.estimate import _proxy_to_time, reference_flops_per_window
 
     shape = dict(vocab_size=300, hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4)
     checkpoint = LlamaForCausalLM(LlamaConfig(**shape))
@@ -300,7 +300,10 @@ def test_the_estimate_times_the_pretrained_proxy_the_run_will_score_with(eval_ru
     count = lambda model: sum(p.numel() for p in model.parameters())  # noqa: E731
     assert count(timed) == count(checkpoint) != count(built)
     assert timed.config.num_hidden_layers == 3
-    # The reference stage's iHVP, by hand: per block q, k, v, o (48 × 48), gate and up (96 × 48), down (48 × 96);
-    # a layer of d_out × d_in costs 4·d_out·d_in·(d_out + d_in).
-    square, wide = 4 * 48 * 48 * 96, 4 * 96 * 48 * 144
-    assert ihvp_flops(timed, eval_run) == 3 * (4 * square + 3 * wide)
+    # The reference stage's eigenbasis work per window, by hand: per block q, k, v, o (48 × 48), gate and up
+    # (96 × 48), down (48 × 96); with T = 16 tokens, rotating the tokens, 2·T·(d_out² + d_in² + d_out·d_in) FLOPs,
+    # is cheaper than rotating each gradient.
+    t = 16
+    square, wide = 2 * t * (3 * 48 * 48), 2 * t * (96 * 96 + 48 * 48 + 96 * 48)
+    assert square < 2 * (t * 48 * 48 + 48 * 48 * 96) and wide < 2 * (t * 96 * 48 + 96 * 48 * 144)
+    assert reference_flops_per_window(timed, _with(eval_run, factors={"max_length": t})) == 3 * (4 * square + 3 * wide)

@@ -52,8 +52,9 @@ class Rates:
     eval_tps: float
     proxy_train_tps: float
     scorer_measured: bool
-    ihvp_s_per_window: float = 0.0
-    """The EK-FAC iHVP of one reference window's gradient, every tracked layer (the reference stage's own work)."""
+    eigenbasis_s_per_window: float = 0.0
+    """One reference window's gradient taken into the EK-FAC eigenbasis, every tracked layer (the reference stage's
+    own work beyond the forward and backward passes)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,14 +69,20 @@ def measure_rates(base: RunConfig) -> Rates:
     t = base.train
     proxy = _proxy_to_time(base)
     proxy_train = _train_tps(proxy, base.factors.max_length, base.select.score_batch_size, bf16=False)
-    ihvp_s = ihvp_flops(proxy, base) / _matmul_flops_per_s()
+    eigenbasis_s = reference_flops_per_window(proxy, base) / _matmul_flops_per_s()
     eval_model = build_model(t, _VocabOnly(base.tokenizer.vocab_size), seed=0)
     train_tps = _train_tps(eval_model, t.seq_len, t.batch_size, bf16=t.bf16)
     eval_tps = _forward_tps(eval_model, t.seq_len, base.evaluate.batch_size)
     if layout.reference.marker.is_file():
         scorer_tps, forward_tps = _measured_scoring(base)
         return Rates(
-            scorer_tps, forward_tps, train_tps, eval_tps, proxy_train, scorer_measured=True, ihvp_s_per_window=ihvp_s
+            scorer_tps,
+            forward_tps,
+            train_tps,
+            eval_tps,
+            proxy_train,
+            scorer_measured=True,
+            eigenbasis_s_per_window=eigenbasis_s,
         )
     forward_tps = _forward_tps(proxy, base.factors.max_length, base.select.score_batch_size)
     return Rates(
@@ -85,16 +92,23 @@ def measure_rates(base: RunConfig) -> Rates:
         eval_tps,
         proxy_train,
         scorer_measured=False,
-        ihvp_s_per_window=ihvp_s,
+        eigenbasis_s_per_window=eigenbasis_s,
     )
 
 
-def ihvp_flops(model: torch.nn.Module, base: RunConfig) -> float:
-    """FLOPs of one gradient's EK-FAC iHVP over the tracked layers: per layer Q_Sᵀ V Q_A and back, four products
-    of 2·d_out·d_in·(d_out or d_in) FLOPs each pair, 4·d_out·d_in·(d_out + d_in) in all. Negligible for the demo's
-    proxy, it is what the reference stage of a 135M model spends (≈ 8 s per reference window on 2 cores)."""
+def reference_flops_per_window(model: torch.nn.Module, base: RunConfig) -> float:
+    """FLOPs the reference stage spends on one window beyond its forward and backward passes: per tracked layer, the
+    window's gradient in the EK-FAC eigenbasis, by the cheaper of rotating its T tokens (T·(d_out² + d_in²)) and
+    forming then rotating the gradient (d_out·d_in·(d_out + d_in)), plus the T·d_out·d_in of the outer products;
+    2 FLOPs a multiply-add (`quadselect.influence.ekfac.doc_grads_in_eigenbasis`). T is `factors.max_length`."""
+    t = base.factors.max_length
     layers = find_tracked_layers(model, base.factors.include, base.factors.exclude)
-    return float(sum(4 * s.d_out * s.d_in * (s.d_out + s.d_in) for s in layers.values()))
+    return float(
+        sum(
+            2 * (t * s.d_out * s.d_in + min(t * (s.d_out**2 + s.d_in**2), s.d_out * s.d_in * (s.d_out + s.d_in)))
+            for s in layers.values()
+        )
+    )
 
 
 def _matmul_flops_per_s(size: int = 512, repeats: int = 5) -> float:
@@ -172,7 +186,9 @@ def estimate_plan(
             30.0
             + _proxy_training_s(p, rates)
             + 3 * base.factors.sample_docs * cap / rates.proxy_train_tps
-            + REFERENCE_WINDOWS * base.factors.max_windows * (2 * cap / rates.proxy_train_tps + rates.ihvp_s_per_window)
+            + REFERENCE_WINDOWS
+            * base.factors.max_windows
+            * (2 * cap / rates.proxy_train_tps + rates.eigenbasis_s_per_window)
         )
         parts.append(Part("shared upstream stages (prepare … reference)", upstream))
     whole_pool_done: set[Need] = set()
