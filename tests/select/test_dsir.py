@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from quadselect.select import ranking
 from quadselect.select.dsir import dsir_selection, fit_log_ratio, log_importance_weights
 
 COOKING = [
@@ -60,3 +61,16 @@ def test_pool_must_be_re_iterable() -> None:
     texts, tokens = pool()
     with pytest.raises(TypeError, match="re-iterable"):
         dsir_selection(iter(texts), ["bake"], tokens, 100)
+
+
+@pytest.mark.parametrize("top_k", [False, True])
+def test_ranking_the_pool_in_chunks_selects_what_one_sorted_array_selects(monkeypatch, top_k: bool) -> None:
+    """The pool's weights are ranked chunk by chunk (`select.ranking`); the selection is a full sort's."""
+    texts, _ = pool()
+    tokens = np.random.default_rng(3).integers(5, 60, size=len(texts))
+    weights = log_importance_weights(texts, fit_log_ratio(REFERENCE, texts))
+    keys = weights if top_k else weights + np.random.default_rng(4).gumbel(size=weights.size)
+    order = np.argsort(-keys, kind="stable")
+    expected = order[: int(np.searchsorted(np.cumsum(tokens[order]), 1500)) + 1]
+    monkeypatch.setattr(ranking, "CHUNK_DOCS", 7)
+    assert dsir_selection(texts, REFERENCE, tokens, 1500, seed=4, top_k=top_k).tolist() == expected.tolist()

@@ -11,9 +11,13 @@ import pytest
 
 from quadselect.select.baselines import topk_selection
 from quadselect.select.budget import within_budget
-from quadselect.select.sampling import score_order
 
 DRAWS = 20_000
+
+
+def score_order(scores: np.ndarray, sampling: str = "hard", temperature: float = 1.0, seed: int = 0) -> np.ndarray:
+    """The whole order: one token per document and a budget no prefix short of every scored document fills."""
+    return topk_selection(scores, np.ones(scores.size, dtype=np.int64), scores.size, sampling, temperature, seed)
 
 
 def _plackett_luce(weights: np.ndarray, order: tuple[int, ...]) -> float:

@@ -10,7 +10,8 @@ from typing import Literal
 import numpy as np
 
 from quadselect.select.budget import as_token_counts, take_to_budget
-from quadselect.select.sampling import Sampling, score_order
+from quadselect.select.ranking import finite_chunks, finite_median, top_to_budget
+from quadselect.select.sampling import Sampling, sampling_keys
 
 
 def random_selection(n_tokens: np.ndarray, budget_tokens: int, seed: int = 0) -> np.ndarray:
@@ -31,10 +32,11 @@ def topk_selection(
 ) -> np.ndarray:
     """The highest-scoring documents up to the budget (quality without diversity; it needs the whole pool scored,
     the cost Quad avoids), or documents sampled by score (`sampling`, `quadselect.select.sampling`). Hard top-k
-    keeps ties in pool order; documents with a non-finite score are never taken."""
+    keeps ties in pool order; documents with a non-finite score are never taken. `scores` may be a memory map: it
+    is read in chunks, never whole (`quadselect.select.ranking`)."""
     n_tokens = as_token_counts(n_tokens)
-    scores = _aligned(scores, n_tokens, "scores")
-    return take_to_budget(score_order(scores, sampling, temperature, seed), n_tokens, budget_tokens)
+    _check_aligned(scores, n_tokens, "scores")
+    return top_to_budget(sampling_keys(scores, sampling, temperature, seed), n_tokens, budget_tokens)
 
 
 def cluster_balanced_selection(
@@ -80,20 +82,17 @@ def perplexity_band_selection(
     non-finite loss (nothing to score) are never taken.
     """
     n_tokens = as_token_counts(n_tokens)
-    losses = _aligned(losses, n_tokens, "losses")
-    finite = np.flatnonzero(np.isfinite(losses))
+    _check_aligned(losses, n_tokens, "losses")
     if band == "middle":
-        key = np.abs(losses[finite] - np.median(losses[finite])) if finite.size else losses[finite]
+        median = finite_median(losses)
+        keys = ((positions, -np.abs(values - median)) for positions, values in finite_chunks(losses))
     elif band == "lowest":
-        key = losses[finite]
+        keys = ((positions, -values) for positions, values in finite_chunks(losses))
     else:
         raise ValueError(f"band must be 'middle' or 'lowest', got {band!r}")
-    order = finite[np.argsort(key, kind="stable")]
-    return take_to_budget(order, n_tokens, budget_tokens)
+    return top_to_budget(keys, n_tokens, budget_tokens)
 
 
-def _aligned(values: np.ndarray, n_tokens: np.ndarray, name: str) -> np.ndarray:
-    values = np.asarray(values, dtype=np.float64)
-    if values.shape != n_tokens.shape:
-        raise ValueError(f"{name} has shape {values.shape}, token counts {n_tokens.shape}: one value per document")
-    return values
+def _check_aligned(values: np.ndarray, n_tokens: np.ndarray, name: str) -> None:
+    if np.shape(values) != n_tokens.shape:
+        raise ValueError(f"{name} has shape {np.shape(values)}, token counts {n_tokens.shape}: one value per document")

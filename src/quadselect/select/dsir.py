@@ -19,11 +19,13 @@ Cost: the pool is read twice (fit, then weights) at about 2.5 ms per 480-word do
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sized
+from collections.abc import Callable, Iterable, Iterator, Sized
 
 import numpy as np
 
-from quadselect.select.budget import as_token_counts, take_to_budget
+from quadselect.select import ranking
+from quadselect.select.budget import as_token_counts
+from quadselect.select.ranking import top_to_budget
 
 NUM_BUCKETS = 10_000
 NGRAMS = 2
@@ -68,14 +70,26 @@ def fit_log_ratio(
 
 
 def log_importance_weights(texts: Iterable[str], log_ratio: np.ndarray, ngrams: int = NGRAMS) -> np.ndarray:
-    """log w(x) = h(x) · log_ratio for every text, streaming."""
+    """log w(x) = h(x) · log_ratio for every text, streaming, as one array (`weight_chunks` for a pool too big
+    to hold)."""
+    return np.concatenate([np.zeros(0), *weight_chunks(texts, log_ratio, ngrams)])
+
+
+def weight_chunks(texts: Iterable[str], log_ratio: np.ndarray, ngrams: int = NGRAMS) -> Iterator[np.ndarray]:
+    """log w(x) of the texts in order, `ranking.CHUNK_DOCS` at a time."""
     count = _featurizer(log_ratio.size, ngrams)
     counts = np.zeros(log_ratio.size, dtype=np.int64)
-    weights = []
+    chunk = np.empty(ranking.CHUNK_DOCS, dtype=np.float64)
+    filled = 0
     for text in texts:
         counts[:] = 0
-        weights.append(float(count(text, counts) @ log_ratio))
-    return np.asarray(weights, dtype=np.float64)
+        chunk[filled] = count(text, counts) @ log_ratio
+        filled += 1
+        if filled == chunk.size:
+            yield chunk.copy()
+            filled = 0
+    if filled:
+        yield chunk[:filled].copy()
 
 
 def dsir_selection(
@@ -100,10 +114,18 @@ def dsir_selection(
     if isinstance(pool_texts, Sized) and len(pool_texts) != n_tokens.size:
         raise ValueError(f"{len(pool_texts)} pool texts but {n_tokens.size} token counts")
     log_ratio = fit_log_ratio(reference_texts, pool_texts, num_buckets, ngrams)
-    keys = log_importance_weights(pool_texts, log_ratio, ngrams)
-    if keys.size != n_tokens.size:
-        raise ValueError(f"{keys.size} pool texts but {n_tokens.size} token counts")
-    if not top_k:
-        keys = keys + np.random.default_rng(seed).gumbel(size=keys.size)
-    order = np.argsort(-keys, kind="stable")
-    return take_to_budget(order, n_tokens, budget_tokens)
+    rng = np.random.default_rng(seed)
+
+    def keyed() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(positions, keys) chunk by chunk: the pool is ranked without holding a weight per document
+        (`quadselect.select.ranking`); the Gumbel noise is drawn in position order, as for one array."""
+        start = 0
+        for weights in weight_chunks(pool_texts, log_ratio, ngrams):
+            if start + weights.size > n_tokens.size:
+                raise ValueError(f"more pool texts than the {n_tokens.size} token counts")
+            yield np.arange(start, start + weights.size), weights if top_k else weights + rng.gumbel(size=weights.size)
+            start += weights.size
+        if start != n_tokens.size:
+            raise ValueError(f"{start} pool texts but {n_tokens.size} token counts")
+
+    return top_to_budget(keyed(), n_tokens, budget_tokens)

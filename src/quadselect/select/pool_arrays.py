@@ -9,7 +9,7 @@ arrays; `rows[position]` is the document's pool row.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,3 +74,31 @@ class EligibleArrays:
     def open(cls, directory: Path, pool_docs: int, pool_tokens: int) -> EligibleArrays:
         arrays = {name: np.load(directory / f"{name}.npy", mmap_mode="r") for name in FILES}
         return cls(arrays["rows"], arrays["cluster_ids"], arrays["n_tokens"], pool_docs, pool_tokens)
+
+
+def write_values(parts: Iterable[np.ndarray], size: int, to: Path) -> np.ndarray:
+    """One float64 value per eligible document, written from `parts` (consecutive, in position order) into a memory
+    map at `to` and opened read-only: whole-pool scores, losses or classifier probabilities, which a ranking method
+    reads in chunks (`quadselect.select.ranking`) and the driver never holds."""
+    written = 0
+    with atomic_path(to) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float64, shape=(size,))
+        for part in parts:
+            out[written : written + part.size] = part
+            written += part.size
+        if written != size:
+            raise RuntimeError(f"{written} values for {size} eligible documents")
+        out.flush()
+        del out
+    return np.load(to, mmap_mode="r")
+
+
+def eligible_parts(shard_files: Sequence[Path], rows: np.ndarray) -> Iterator[np.ndarray]:
+    """The values of the eligible `rows` (ascending pool rows), shard by shard, from files of one value per pool
+    document (`.npy`, in pool order)."""
+    start = 0
+    for path in shard_files:
+        values = np.load(path, allow_pickle=False)
+        lo, hi = np.searchsorted(rows, [start, start + values.size])
+        yield values[np.asarray(rows[lo:hi]) - start]
+        start += values.size

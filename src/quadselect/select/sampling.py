@@ -23,34 +23,34 @@ As τ → 0 both tend to hard top-k; as τ → ∞ to a uniformly random order.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
 
+from quadselect.select.ranking import finite_chunks, finite_count_and_moments
+
 Sampling = Literal["hard", "gumbel", "temperature"]
 
 
-def score_order(scores: np.ndarray, sampling: Sampling = "hard", temperature: float = 1.0, seed: int = 0) -> np.ndarray:
-    """Documents with a finite score, in the order a budget takes them: by descending score (`hard`, ties in pool
-    order), or sampled without replacement with probability ∝ exp(s / τ) (`gumbel`, `temperature`; see the module).
-    Documents without a finite score are never taken."""
-    scores = np.asarray(scores, dtype=np.float64)
-    finite = np.flatnonzero(np.isfinite(scores))
+def sampling_keys(
+    scores: np.ndarray, sampling: Sampling, temperature: float, seed: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(positions, keys) of the documents with a finite score, chunk by chunk: the score itself (`hard`), or the
+    Gumbel-perturbed s / τ whose descending order is the Plackett–Luce draw. The noise is drawn in position order
+    from one generator, so the keys do not depend on the chunking."""
     if sampling == "hard":
-        return finite[np.argsort(-scores[finite], kind="stable")]
+        return finite_chunks(scores)
     if temperature <= 0:
         raise ValueError(f"the sampling temperature must be positive, got {temperature}")
-    values = scores[finite]
-    if sampling == "temperature":
-        values = _standardized(values)
-    elif sampling != "gumbel":
+    if sampling not in ("gumbel", "temperature"):
         raise ValueError(f"unknown sampling {sampling!r}: hard, gumbel or temperature")
-    keys = values / temperature + np.random.default_rng(seed).gumbel(size=values.size)
-    return finite[np.argsort(-keys, kind="stable")]
-
-
-def _standardized(values: np.ndarray) -> np.ndarray:
-    """Zero mean, unit standard deviation (all equal scores: all zero, so the order is uniformly random)."""
-    spread = float(values.std()) if values.size else 0.0
-    centred = values - (values.mean() if values.size else 0.0)
-    return centred / spread if spread > 0 else np.zeros_like(values)
+    shift, scale = 0.0, 1.0
+    if sampling == "temperature":  # standardized: zero mean, unit deviation (all equal: all zero, a uniform order)
+        _, mean, spread = finite_count_and_moments(scores)
+        shift, scale = mean, (spread if spread > 0 else np.inf)
+    rng = np.random.default_rng(seed)
+    return (
+        (positions, (values - shift) / scale / temperature + rng.gumbel(size=values.size))
+        for positions, values in finite_chunks(scores)
+    )

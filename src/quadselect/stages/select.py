@@ -25,6 +25,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -77,7 +78,7 @@ from quadselect.select.decontaminate import shard_contamination
 from quadselect.select.members import ClusterMembers
 from quadselect.select.method import Method, Need, Selection, SelectionInputs
 from quadselect.select.methods import get_method
-from quadselect.select.pool_arrays import EligibleArrays
+from quadselect.select.pool_arrays import EligibleArrays, eligible_parts, write_values
 from quadselect.select.semdedup import semantic_dedup
 from quadselect.stages.workers import BATCHES_PER_TASK, LossWorker, ScoringWorker
 
@@ -162,7 +163,7 @@ def run_select(ctx: StageContext) -> dict[str, Any]:
     keep = eligible.rows[selected]
     select_wall = time.perf_counter() - start
 
-    scored_rows, scored_values = _scored(selection, eligible, needs.pool_scores)
+    own_rows, own_scores = _own_scores(selection, eligible)
     if selection.trajectory is not None:
         write_json(out.trajectory, json.loads(json.dumps(selection.trajectory, default=_jsonable)))
 
@@ -176,7 +177,7 @@ def run_select(ctx: StageContext) -> dict[str, Any]:
             "cluster": pa.array(eligible.cluster_ids[selected], pa.int32()),
             "source": meta["source"],
             "n_tokens": pa.array(n_tokens, pa.int32()),
-            "score": pa.array(_score_of(keep, scored_rows, scored_values), pa.float64()),
+            "score": pa.array(_manifest_scores(keep, selected, needs.pool_scores, own_rows, own_scores), pa.float64()),
             "round": pa.array(
                 np.full(keep.size, -1) if selection.rounds is None else np.asarray(selection.rounds), pa.int32()
             ),
@@ -185,8 +186,7 @@ def run_select(ctx: StageContext) -> dict[str, Any]:
     )
     with atomic_path(out.manifest) as tmp:
         pq.write_table(manifest, tmp)
-    with atomic_path(out.scored) as tmp:
-        pq.write_table(pa.table({"row": pa.array(scored_rows, pa.int64()), "score": scored_values}), tmp)
+    _write_scored(out.scored, needs.pool_score_files, own_rows, own_scores)
     write_json(
         out.decontaminated,
         {"mode": cfg.decontaminate, "doc_ids": read_rows(pool, contaminated, ["doc_id"])["doc_id"].to_pylist()},
@@ -201,7 +201,7 @@ def run_select(ctx: StageContext) -> dict[str, Any]:
         "tokens_selected": int(n_tokens.sum()),
         "docs_selected": int(keep.size),
         # The influence computed for this selection: the whole pool's, when the method needed it, or on demand.
-        "docs_scored": int(eligible.pool_docs if needs.pool_scores is not None else 0) + selection.docs_scored,
+        "docs_scored": int(eligible.pool_docs if needs.pool_score_files is not None else 0) + selection.docs_scored,
         "clusters_used": int(np.unique(manifest["cluster"].to_numpy()).size),
         "clusters": int(cluster_summary["k"]),
         "contaminated": int(contaminated.size),
@@ -286,39 +286,62 @@ def _tokenizer_note(ctx: StageContext) -> dict[str, Any]:
     return {"tokenizer_matches_proxy": tokenizers["same"], "tokenizers": names}
 
 
-def _scored(
-    selection: Selection, arrays: EligibleArrays, pool_scores: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Every scored pool row, ascending, with its score (scored.parquet): the whole pool's scores when they were
-    computed for the method, overridden by what the method scored itself. Only as many as were scored."""
-    rows, values = np.zeros(0, np.int64), np.zeros(0)
-    if pool_scores is not None:
-        rows = np.flatnonzero(np.isfinite(pool_scores))
-        values = pool_scores[rows]
-    if selection.scored is not None and selection.scores is not None:
-        own_rows = arrays.rows[np.asarray(selection.scored, dtype=np.int64)]
-        own = np.asarray(selection.scores, dtype=np.float64)
-        kept = ~np.isin(rows, own_rows)
-        rows, values = np.concatenate([rows[kept], own_rows]), np.concatenate([values[kept], own])
+def _own_scores(selection: Selection, arrays: EligibleArrays) -> tuple[np.ndarray, np.ndarray]:
+    """The pool rows the method scored itself (ascending) and their scores: only as many as it scored."""
+    if selection.scored is None or selection.scores is None:
+        return np.zeros(0, np.int64), np.zeros(0)
+    rows = np.asarray(arrays.rows[np.asarray(selection.scored, dtype=np.int64)])
     order = np.argsort(rows, kind="stable")
-    return rows[order], values[order]
+    return rows[order], np.asarray(selection.scores, dtype=np.float64)[order]
 
 
-def _score_of(rows: np.ndarray, scored_rows: np.ndarray, scored_values: np.ndarray) -> np.ndarray:
-    """The score of each of `rows` among the scored rows (ascending), NaN where it was not scored."""
-    out = np.full(rows.size, np.nan)
-    if scored_rows.size:
-        at = np.minimum(np.searchsorted(scored_rows, rows), scored_rows.size - 1)
-        found = scored_rows[at] == rows
-        out[found] = scored_values[at[found]]
+def _manifest_scores(
+    keep: np.ndarray,
+    selected: np.ndarray,
+    pool_scores: np.ndarray | None,
+    own_rows: np.ndarray,
+    own_scores: np.ndarray,
+) -> np.ndarray:
+    """The score of each selected document: the method's own where it scored it, else the whole pool's (by eligible
+    position) when it was computed, else NaN."""
+    out = np.asarray(pool_scores[selected], dtype=np.float64) if pool_scores is not None else np.full(keep.size, np.nan)
+    if own_rows.size:
+        at = np.minimum(np.searchsorted(own_rows, keep), own_rows.size - 1)
+        found = own_rows[at] == keep
+        out[found] = own_scores[at[found]]
     return out
+
+
+def _write_scored(
+    path: Path, pool_score_files: list[Path] | None, own_rows: np.ndarray, own_scores: np.ndarray
+) -> None:
+    """scored.parquet: every scored pool row, ascending, with its score — the whole pool's scores when they were
+    computed for the method (written shard by shard, never held whole), overridden by what the method scored
+    itself."""
+    schema = pa.schema([("row", pa.int64()), ("score", pa.float64())])
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        if pool_score_files is None:
+            writer.write_table(pa.table({"row": own_rows, "score": own_scores}, schema=schema))
+            return
+        start = 0
+        for shard_file in pool_score_files:
+            values = np.load(shard_file, allow_pickle=False).astype(np.float64)
+            lo, hi = np.searchsorted(own_rows, [start, start + values.size])
+            scored = np.isfinite(values)
+            values[own_rows[lo:hi] - start] = own_scores[lo:hi]
+            scored[own_rows[lo:hi] - start] = True  # the method's own score is kept even when not finite
+            rows = np.flatnonzero(scored)
+            writer.write_table(pa.table({"row": rows + start, "score": values[rows]}, schema=schema))
+            start += values.size
 
 
 class _Needs:
     """Builds, from the run directory, the inputs a method declares (`Need`), over the `eligible` pool rows.
 
     Resources that must stay open while the method runs (the scorer's worker pool, the progress bar) are entered
-    into `stack`. Whole-pool scores, when built, are kept (by pool row) in `pool_scores` for the manifest."""
+    into `stack`. Whole-pool values (scores, losses, classifier probabilities) are memory maps over the eligible
+    positions in the stage's `pool_arrays` folder, never arrays the size of the pool; the whole-pool scores' files
+    (one per shard, by pool row) are kept in `pool_score_files` for scored.parquet."""
 
     def __init__(
         self,
@@ -335,6 +358,7 @@ class _Needs:
         self.cluster_summary = cluster_summary
         self.method, self.budget = method, budget
         self.pool_scores: np.ndarray | None = None
+        self.pool_score_files: list[Path] | None = None
         self.classifier_report: dict[str, Any] | None = None  # set when the on-demand scorer is the classifier
         self.scoring: dict[str, Any] | None = None  # the dtype and device the proxy's workers ran in, when used
 
@@ -396,13 +420,13 @@ class _Needs:
     def _classifier(self) -> dict[str, Any]:
         """The quality classifier's score of every eligible document, streamed shard by shard."""
         scorer, report = self._quality_classifier()
-        parts = []
+        to = SelectFiles(self.ctx.work_dir).pool_arrays / "classifier_scores.npy"
         with progress_bar("select: classifying the pool", total=int(self.eligible.size), unit="docs") as bar:
-            for part in score_stream(scorer, ShardTexts(self.pool, self.eligible)):
-                parts.append(part)
-                bar.update(part.size)
-        scores = np.concatenate(parts) if parts else np.zeros(0)
-        log.info("select: classified %d pool documents (mean score %.3f)", scores.size, scores.mean() if parts else 0)
+            scores = write_values(
+                _counted(score_stream(scorer, ShardTexts(self.pool, self.eligible)), bar), len(self.eligible), to
+            )
+        mean = float(np.mean(scores)) if scores.size else 0.0
+        log.info("select: classified %d pool documents (mean score %.3f) -> %s", scores.size, mean, to)
         return {"classifier_scores": scores, "classifier_report": report}
 
     def _quality_classifier(self) -> tuple[QualityScorer, dict[str, Any]]:
@@ -460,9 +484,10 @@ class _Needs:
         if cfg.select.norm == "sketch":  # the sketched norm's scores depend on k and the seed of Ω
             settings.update(norm="sketch", norm_sketch_dim=cfg.select.norm_sketch_dim, seed=selection_seed(self.ctx))
         key = _cache_key(self.ctx, ("reference",), settings)
-        scores, self.scoring = _whole_pool(self.ctx, self.pool, "pool_scores", key, _scoring_worker(self.ctx), "score")
-        self.pool_scores = scores.astype(np.float64)  # what the manifest and scored.parquet hold
-        return {"pool_scores": self.pool_scores[self.eligible]}
+        files, self.scoring = _whole_pool(self.ctx, self.pool, "pool_scores", key, _scoring_worker(self.ctx), "score")
+        self.pool_score_files = files
+        self.pool_scores = self._eligible_values(files, "pool_scores")
+        return {"pool_scores": self.pool_scores}
 
     def _pool_losses(self) -> dict[str, Any]:
         """Mean next-token loss of every pool document under the proxy."""
@@ -478,8 +503,13 @@ class _Needs:
             "batch_size": self.ctx.config.select.score_batch_size,
         }
         key = _cache_key(self.ctx, ("proxy",), settings)
-        losses, self.scoring = _whole_pool(self.ctx, self.pool, "pool_losses", key, worker, "losses")
-        return {"pool_losses": losses[self.eligible]}
+        files, self.scoring = _whole_pool(self.ctx, self.pool, "pool_losses", key, worker, "losses")
+        return {"pool_losses": self._eligible_values(files, "pool_losses")}
+
+    def _eligible_values(self, shard_files: list[Path], name: str) -> np.ndarray:
+        """The eligible documents' values from per-shard files of the whole pool's, as a memory map."""
+        to = SelectFiles(self.ctx.work_dir).pool_arrays / f"{name}.npy"
+        return write_values(eligible_parts(shard_files, self.eligible), int(self.eligible.size), to)
 
     def _texts(self) -> dict[str, Any]:
         return {"texts": ShardTexts(self.pool, self.eligible)}
@@ -612,11 +642,12 @@ def _cache_key(ctx: StageContext, stages: tuple[str, ...], settings: dict[str, A
 
 def _per_shard(
     ctx: StageContext, pool: ShardSet, name: str, key: str, compute: Callable[[list[int]], Iterator[np.ndarray]]
-) -> np.ndarray:
+) -> list[Path]:
     """One value per pool document, kept in the run's cache under `name` and `key` (`RunLayout.cache`): whole-pool
     values do not depend on the method, so another selection of this run (a mixture, a comparison's next seed)
     reads them instead of recomputing. `compute(shards)` yields the values of each listed (missing) shard in turn;
-    each shard's values are saved as it completes, so a killed run resumes at the first missing shard."""
+    each shard's values are saved as it completes, so a killed run resumes at the first missing shard. Returns the
+    shards' files in pool order: the caller streams them, since the whole pool's values may not fit in memory."""
     out_dir = ctx.layout.cache(name, key)
     out_dir.mkdir(parents=True, exist_ok=True)
     shards = pool.index["shards"]
@@ -627,7 +658,7 @@ def _per_shard(
             raise RuntimeError(f"select: {name}: {values.shape} values for {shards[i]['docs']} documents")
         with atomic_path(paths[i]) as tmp, open(tmp, "wb") as fh:
             np.save(fh, values, allow_pickle=False)
-    return np.concatenate([np.load(path, allow_pickle=False) for path in paths])
+    return paths
 
 
 def _through_workers(
@@ -656,8 +687,8 @@ def _through_workers(
 
 def _whole_pool(
     ctx: StageContext, pool: ShardSet, name: str, key: str, worker: Callable[[], Any], method: str
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """One value per pool document from the workers' `method`, saved shard by shard (`_per_shard`), and the
+) -> tuple[list[Path], dict[str, Any]]:
+    """One value per pool document from the workers' `method`, saved shard by shard (`_per_shard`: its files), and the
     workers' precision (`precision`: the dtype and device their model runs in)."""
     block_docs = ctx.config.select.score_batch_size * BATCHES_PER_TASK
     with ctx.executor.pool(worker) as workers, progress_bar(f"select: {name}", total=pool.num_docs, unit="docs") as bar:
@@ -692,10 +723,28 @@ def _contaminated_pool_rows(ctx: StageContext, pool: ShardSet, cfg: SelectConfig
                 yield flags
 
     key = _cache_key(ctx, ("prepare",), {"ngram": cfg.decontaminate_ngram})
-    excluded = np.flatnonzero(_per_shard(ctx, pool, "contamination", key, screen) > 0)
+    excluded = np.concatenate(
+        [np.zeros(0, np.int64), *_flagged_rows(_per_shard(ctx, pool, "contamination", key, screen))]
+    )
     if excluded.size:
         log.warning("select: %d pool documents overlap reference/eval text; dropped before selection", excluded.size)
     return excluded
+
+
+def _counted(parts: Iterable[np.ndarray], bar: ProgressBar) -> Iterator[np.ndarray]:
+    """`parts`, each counted on `bar` as it passes."""
+    for part in parts:
+        bar.update(part.size)
+        yield part
+
+
+def _flagged_rows(shard_files: list[Path]) -> Iterator[np.ndarray]:
+    """The pool rows with a positive value, shard by shard, from per-shard files of one value per pool document."""
+    start = 0
+    for path in shard_files:
+        values = np.load(path, allow_pickle=False)
+        yield np.flatnonzero(values > 0) + start
+        start += values.size
 
 
 def _shard_contamination(shard: str, index: NgramIndex, where: RunLocation) -> np.ndarray:

@@ -61,10 +61,9 @@ def select(inputs: SelectionInputs) -> Selection:
     done = min(first_tokens, budget)
     progress = _progress_span(inputs.progress, done, budget - done, budget)
     b = second.select(_component_inputs(second, inputs, budget, states.part("second"), progress))
-    taken_by_first = np.zeros(n_tokens.size, dtype=bool)
-    taken_by_first[from_first] = True
     second_order = np.asarray(b.selected, dtype=np.int64)
-    from_second = take_to_budget(second_order[~taken_by_first[second_order]], n_tokens, budget, first_tokens)
+    taken_by_first = np.isin(second_order, from_first)  # the selections' sizes, not the pool's
+    from_second = take_to_budget(second_order[~taken_by_first], n_tokens, budget, first_tokens)
     selected = np.concatenate([from_first, from_second])
 
     second_tokens = int(n_tokens[from_second].sum())
@@ -85,7 +84,7 @@ def select(inputs: SelectionInputs) -> Selection:
         "mix_fraction": fraction,
         "mix_first_tokens": first_tokens,
         "mix_second_tokens": second_tokens,
-        "mix_overlap_docs": int(taken_by_first[second_order].sum()),
+        "mix_overlap_docs": int(taken_by_first.sum()),
         "mix_first_summary": dict(a.summary),
         "mix_second_summary": dict(b.summary),
     }
