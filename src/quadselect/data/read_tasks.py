@@ -10,7 +10,8 @@ independent of how the inputs are cut and of how many workers read them:
 * the id of a record that has none, `<label>-<record index>`: each task counts its records from 0, and a task's
   offset is the number of records its source's earlier tasks read (applied when tokens are counted);
 * duplicate ids: the reduction (`reduce_reads`) claims every task's ids in plan order, exactly as one ordered read
-  would (the first keeps its id, a later one gets `~dupN`), from the 8-byte hashes the tasks wrote, not the texts;
+  would (the first keeps its id, a later one gets `~dupN`), from the 8-byte hashes the tasks wrote, not the texts,
+  and without holding them all (`id_claims`: bucketed on disk, sorted a bucket at a time);
 * line numbers in the problem report: a byte-range task counts lines from its range's first line, and the reduction
   adds the lines of the file's earlier ranges;
 * the tokenizer's training sample, a seeded reservoir sample (Algorithm R) of the pool's documents in reading order:
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,7 +43,8 @@ from tokenizers import Tokenizer
 from quadselect.atomic import atomic_path
 from quadselect.config import PrepareConfig, SourceSpec
 from quadselect.data import storage
-from quadselect.data.normalize import IdRegistry, Located, generated_id, id_hash, iter_located
+from quadselect.data.id_claims import resolve_duplicates
+from quadselect.data.normalize import Located, generated_id, id_hash, iter_located
 from quadselect.data.problems import Problem, ProblemReport
 from quadselect.data.readers import Part, RawRecord, iter_source, read_file, source_files
 from quadselect.data.shards import RAW_SCHEMA, ShardWriter
@@ -268,62 +271,120 @@ def reduce_reads(
     order with what token counting needs to finish their ids (`label`, `record_offset`, `renames`: a file of
     duplicate ids renamed), and each role's documents and characters per source."""
     report = ProblemReport(max_examples=max_examples)
-    record_offsets: Counter[tuple[str, int]] = Counter()
-    line_offsets: Counter[str] = Counter()
-    registries: dict[str, IdRegistry] = defaultdict(IdRegistry)  # ids are unique within a role
+    placements = _placements(tasks, results, specs)
+    renames: dict[int, dict[int, tuple[str, str]]] = {}
+    for role in dict.fromkeys(task["role"] for task in tasks):  # ids are unique within a role
+        of_role = [i for i, task in enumerate(tasks) if task["role"] == role]
+        renames.update(_duplicate_ids(role, of_role, tasks, results, placements, raw_dir, where))
     shards: dict[str, list[dict[str, Any]]] = defaultdict(list)
     sources: dict[str, dict[str, Counter[str]]] = defaultdict(lambda: defaultdict(Counter))
-    for task, result in zip(tasks, results, strict=True):
-        role, spec = task["role"], specs[task["role"]][task["spec"]]
-        line_offset = line_offsets[task["file"]] if task["kind"] == "range" else 0
-        record_offset = record_offsets[(role, task["spec"])]
+    for i, (task, result) in enumerate(zip(tasks, results, strict=True)):
+        role, (label, record_offset, line_offset) = task["role"], placements[i]
         report.merge(ProblemReport.from_parts(result["problems"], max_examples), line_offset)
-        renames = _claim_ids(
-            task, result, spec.label, record_offset, line_offset, registries[role], report, raw_dir, where
-        )
-        shards[role].extend(_shard_entries(role, result["shards"], renames, spec.label, record_offset, raw_dir))
+        renamed = renames.get(i, {})
+        if renamed:
+            _report_renames(task, renamed, line_offset, report, raw_dir)
+        new_ids = {row: new for row, (_, new) in renamed.items()}
+        shards[role].extend(_shard_entries(role, result["shards"], new_ids, label, record_offset, raw_dir))
         for name, counts in result["sources"].items():
             sources[role][name].update(counts)
-        record_offsets[(role, task["spec"])] += result["records"]
-        if task["kind"] == "range":
-            line_offsets[task["file"]] += result["lines"]
     per_source = {role: {name: dict(c) for name, c in sorted(named.items())} for role, named in sources.items()}
     return report, dict(shards), per_source
 
 
-def _claim_ids(
-    task: dict[str, Any],
-    result: dict[str, Any],
-    label: str,
-    record_offset: int,
-    line_offset: int,
-    registry: IdRegistry,
-    report: ProblemReport,
+def _placements(
+    tasks: list[dict[str, Any]], results: list[dict[str, Any]], specs: dict[str, list[SourceSpec]]
+) -> list[tuple[str, int, int]]:
+    """Each task's source label, the records its source's earlier tasks read (its generated ids' offset), and the
+    lines its file's earlier byte ranges hold (its line numbers' offset)."""
+    record_offsets: Counter[tuple[str, int]] = Counter()
+    line_offsets: Counter[str] = Counter()
+    placements = []
+    for task, result in zip(tasks, results, strict=True):
+        role, spec = task["role"], task["spec"]
+        line_offset = line_offsets[task["file"]] if task["kind"] == "range" else 0
+        placements.append((specs[role][spec].label, record_offsets[(role, spec)], line_offset))
+        record_offsets[(role, spec)] += result["records"]
+        if task["kind"] == "range":
+            line_offsets[task["file"]] += result["lines"]
+    return placements
+
+
+def _duplicate_ids(
+    role: str,
+    of_role: list[int],
+    tasks: list[dict[str, Any]],
+    results: list[dict[str, Any]],
+    placements: list[tuple[str, int, int]],
     raw_dir: Path,
     where: RunLocation,
-) -> dict[int, str]:
-    """Claim a task's ids in order; returns the task rows whose id was taken before and their new ids, each
-    reported as a `duplicate_id` problem at its file and line. A given id's string is read back from the raw shards
-    only when it turns out to be a duplicate."""
-    docs = pq.read_table(raw_dir / task["role"] / f"{task_prefix(task['task'])}.docs.parquet")
-    hashes, records = docs["id_hash"].to_pylist(), docs["record"].to_pylist()
-    renames: dict[int, str] = {}
-    given: list[str] | None = None
-    for row, key in enumerate(hashes):
-        if key == 0:
-            doc_id = generated_id(label, records[row] + record_offset)
-            replacement = registry.claim(doc_id)
-        elif registry.claim_hash(key):
-            continue
-        else:
-            given = given if given is not None else _given_ids(task["role"], result["shards"], raw_dir, where)
-            doc_id = given[row]
-            replacement = registry.rename(doc_id)
-        if replacement is not None:
-            renames[row] = replacement
-            line = docs["line"][row].as_py() + line_offset
-            report.add(Problem("duplicate_id", docs["file"][row].as_py(), line, f"{doc_id!r} -> {replacement!r}"))
-    return renames
+) -> dict[int, dict[int, tuple[str, str]]]:
+    """The role's documents to rename, claimed in plan order as one ordered read would (`id_claims`): {task index:
+    {row: (its id, the new id)}}, from the 8-byte hashes the tasks wrote. A record without an id is hashed here,
+    as `<label>-<record index>`; an id string is read back only for a document to rename."""
+    files = [raw_dir / role / f"{task_prefix(tasks[i]['task'])}.docs.parquet" for i in of_role]
+    starts = np.cumsum([0, *(pq.read_metadata(path).num_rows for path in files)])
+
+    def task_hashes(k: int) -> np.ndarray:
+        docs = pq.read_table(files[k], columns=["id_hash", "record"])
+        keys = docs["id_hash"].to_numpy().astype(np.uint64)
+        label, record_offset, _ = placements[of_role[k]]
+        records = docs["record"].to_numpy()
+        for row in np.flatnonzero(keys == 0):
+            keys[row] = id_hash(generated_id(label, int(records[row]) + record_offset))
+        return keys
+
+    current: dict[str, Any] = {"task": None}
+    originals: dict[int, str] = {}
+
+    def id_of(position: int) -> str:
+        k = int(np.searchsorted(starts, position, side="right")) - 1
+        if current["task"] != k:  # positions come in ascending order: one task's ids read at a time
+            current.update(
+                task=k, ids=_task_ids(files[k], results[of_role[k]], placements[of_role[k]], role, raw_dir, where)
+            )
+        originals[position] = current["ids"][position - int(starts[k])]
+        return originals[position]
+
+    with tempfile.TemporaryDirectory(dir=raw_dir / role, prefix="_ids-") as work:
+        hashes = (task_hashes(k) for k in range(len(files)))
+        renames = resolve_duplicates(hashes, int(starts[-1]), id_of, Path(work))
+    if renames:
+        log.info("prepare: %d duplicate ids among %d %s documents renamed", len(renames), int(starts[-1]), role)
+    by_task: dict[int, dict[int, tuple[str, str]]] = defaultdict(dict)
+    for position, new in renames.items():
+        k = int(np.searchsorted(starts, position, side="right")) - 1
+        by_task[of_role[k]][position - int(starts[k])] = (originals[position], new)
+    return dict(by_task)
+
+
+def _task_ids(
+    docs_file: Path,
+    result: dict[str, Any],
+    placement: tuple[str, int, int],
+    role: str,
+    raw_dir: Path,
+    where: RunLocation,
+) -> list[str]:
+    """Every id of a task's documents as read: the given ones from its raw shards, the generated ones made here."""
+    docs = pq.read_table(docs_file, columns=["id_hash", "record"])
+    label, record_offset, _ = placement
+    given = _given_ids(role, result["shards"], raw_dir, where)
+    return [
+        generated_id(label, record + record_offset) if key == 0 else given[row]
+        for row, (key, record) in enumerate(zip(docs["id_hash"].to_pylist(), docs["record"].to_pylist(), strict=True))
+    ]
+
+
+def _report_renames(
+    task: dict[str, Any], renamed: dict[int, tuple[str, str]], line_offset: int, report: ProblemReport, raw_dir: Path
+) -> None:
+    """Each renamed document of a task as a `duplicate_id` problem at its file and line, in row order."""
+    docs = pq.read_table(raw_dir / task["role"] / f"{task_prefix(task['task'])}.docs.parquet", columns=["file", "line"])
+    for row in sorted(renamed):
+        original, new = renamed[row]
+        line = docs["line"][row].as_py() + line_offset
+        report.add(Problem("duplicate_id", docs["file"][row].as_py(), line, f"{original!r} -> {new!r}"))
 
 
 def _given_ids(role: str, shards: list[dict[str, Any]], raw_dir: Path, where: RunLocation) -> list[str]:
