@@ -12,7 +12,10 @@ files. The reference set is the demo's. With one reading process only `prepare` 
 later stage in the driver whatever `prepare.read_processes` is). Every stage runs as its own `quadselect <stage>
 CONFIG` subprocess, watched every 0.2 s: its wall time and the peak RSS (VmHWM) of the driver, of each worker process
 (the local reading processes, Ray's workers) and of Ray's own daemons. Quad selects 1% of the pool's tokens with the
-demo's proxy (trained here on a pool sample) scoring the documents it picks. Each configuration has its own run
+demo's proxy (trained here on a pool sample) scoring the documents it picks. The proxy, factors and reference stages
+do not grow with the pool: the configuration that runs them first is timed, a later one links its stage directories
+(the same fingerprints, since prepare's artifacts are the same on every executor; a stage whose fingerprint differed
+would simply run). Each configuration has its own run
 directory under `--workdir`; a stage measured before is not rerun (measurements are kept in
 `--workdir/measured.json`), so a killed benchmark goes on where it stopped.
 """
@@ -36,6 +39,7 @@ from _results_md import update_section
 from compare_methods import machine
 
 from quadselect.atomic import write_json
+from quadselect.compare.runs import link_stages
 from quadselect.layout import RunLayout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +51,9 @@ CONFIGS = {
     "ray, 2 workers": {"engine": "ray", "ray": {"workers": 2, "cpus_per_worker": 1, "num_cpus": 2}},
 }
 ONLY = {"local, 1 process": ("prepare",)}  # the local executor runs every later stage in the driver either way
+POOL_INDEPENDENT = ("proxy", "factors", "reference")
+"""Stages whose work does not grow with the pool (a sample, the reference set): a later configuration links the first
+one's (the same artifacts on every executor, so the same fingerprints) instead of spending an hour on them again."""
 FILES = 8
 SLIMPAJAMA_DOCS = 590_000_000  # SlimPajama-627B: 627B tokens in ≈ 590M documents (its dataset card)
 SLIMPAJAMA_BYTES = 2.6e12  # ≈ 4.4 kB of text per document
@@ -86,10 +93,30 @@ def write_pool(directory: Path, docs: int) -> int:
     return sum(p.stat().st_size for p in directory.glob("part-*.jsonl"))
 
 
+def _slug(name: str) -> str:
+    return name.replace(", ", "-").replace(" ", "")
+
+
+def _run_dir(workdir: Path, name: str) -> Path:
+    return workdir / _slug(name)
+
+
+def _measured_by(measured: dict[str, dict[str, Any]], stage: str, workdir: Path) -> str | None:
+    """The configuration that ran `stage` itself (not linked), if one did."""
+    for name, stages in measured.items():
+        if (
+            stage in stages
+            and "shared_with" not in stages[stage]
+            and RunLayout(_run_dir(workdir, name)).marker(stage).is_file()
+        ):
+            return name
+    return None
+
+
 def write_config(workdir: Path, name: str, pool: Path, reference: Path, overrides: dict[str, Any]) -> Path:
-    slug = name.replace(", ", "-").replace(" ", "")
+    slug = _slug(name)
     config = {
-        "run_dir": str(workdir / slug),
+        "run_dir": str(_run_dir(workdir, name)),
         "data": {"pool": [{"path": str(pool), "id_field": "id"}], "reference": [{"path": str(reference)}]},
         "embed": {"model": "static"},
         "select": {"method": "quad", "budget_fraction": 0.01},
@@ -196,6 +223,9 @@ def table(measured: dict[str, dict[str, Any]], pool_bytes: int, docs: int) -> st
             m = measured.get(name, {}).get(stage)
             if m is None:
                 continue
+            if "shared_with" in m:
+                lines.append(f"| {name} | {stage} | linked from {m['shared_with']} (pool-independent) | | | | | |")
+                continue
             mb_s = f"{pool_bytes / 1e6 / m['stage_s']:.2f}" if stage == "prepare" else ""
             docs_s = f"{docs / m['stage_s']:,.0f}" if stage in ("prepare", "embed", "cluster") else ""
             workers = f"{m['workers']} × {m['worker_max_mb']:,} MB" if m["workers"] else "–"
@@ -256,7 +286,14 @@ def main() -> None:
         for stage in ONLY.get(name, STAGES):
             if stage in measured.get(name, {}):
                 continue
+            source = _measured_by(measured, stage, workdir) if stage in POOL_INDEPENDENT else None
+            if source is not None:
+                link_stages(_run_dir(workdir, source), _run_dir(workdir, name), (stage,))
             result = run_stage(stage, config)
+            if source is not None and os.path.samefile(
+                RunLayout(_run_dir(workdir, name)).marker(stage), RunLayout(_run_dir(workdir, source)).marker(stage)
+            ):
+                result["shared_with"] = source  # its fingerprint matched: not rerun
             measured.setdefault(name, {})[stage] = result
             write_json(record, measured)
             print(f"{name}: {stage} {result['stage_s']:.0f} s, driver {result['driver_mb']} MB", flush=True)
