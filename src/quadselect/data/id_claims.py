@@ -35,6 +35,7 @@ class FirstPositions:
 
     def __init__(self, directory: Path, bits: int) -> None:
         self.directory, self.bits = directory, bits
+        self._tables: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # opened once: a role may hold many repeats
 
     def bucket_of(self, hashes: np.ndarray) -> np.ndarray:
         return (hashes >> np.uint64(64 - self.bits)).astype(np.int64) if self.bits else np.zeros(hashes.size, np.int64)
@@ -42,11 +43,14 @@ class FirstPositions:
     def of(self, key: int) -> int | None:
         """The first position of hash `key`, None when no document has it."""
         bucket = int(self.bucket_of(np.asarray([key], dtype=np.uint64))[0])
-        hashes = np.load(self.directory / f"hashes-{bucket}.npy", mmap_mode="r")
+        if bucket not in self._tables:
+            hashes = np.load(self.directory / f"hashes-{bucket}.npy", mmap_mode="r")
+            self._tables[bucket] = hashes, np.load(self.directory / f"first-{bucket}.npy", mmap_mode="r")
+        hashes, first = self._tables[bucket]
         at = int(np.searchsorted(hashes, np.uint64(key)))
         if at == hashes.size or int(hashes[at]) != key:
             return None
-        return int(np.load(self.directory / f"first-{bucket}.npy", mmap_mode="r")[at])
+        return int(first[at])
 
 
 def resolve_duplicates(
