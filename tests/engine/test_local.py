@@ -37,6 +37,17 @@ def test_local_map_over_processes_keeps_item_order_and_runs_in_other_processes()
     assert list(executor.map(process_id, [1], shared=("tag",), processes=2)) == [os.getpid()]  # one item: here
 
 
+def test_processes_share_the_cores_for_the_tokenizers_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each of N spawned processes gets cores // N threads for tokenizers' Rust pool, and a user's setting stands."""
+    monkeypatch.delenv("RAYON_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    executor = LocalExecutor()
+    assert set(executor.map(os.getenv, ["RAYON_NUM_THREADS"] * 4, processes=2)) == {"4"}
+    assert set(executor.map(os.getenv, ["RAYON_NUM_THREADS"] * 4, processes=3)) == {"2"}
+    monkeypatch.setenv("RAYON_NUM_THREADS", "7")
+    assert set(executor.map(os.getenv, ["RAYON_NUM_THREADS"] * 4, processes=2)) == {"7"}
+
+
 def test_local_pool_builds_its_worker_once_and_reads_items_lazily() -> None:
     built = []
 

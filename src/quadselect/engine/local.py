@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from quadselect.engine.base import Executor, WorkerFactory, WorkerPool
 
 R = TypeVar("R")
+
+
+def share_cores(threads: int) -> None:
+    """Give a spawned process its share of the cores for the tokenizers' Rust thread pool (unless the user set one):
+    N processes each starting a thread per core oversubscribe the machine N-fold, and on 2 cores two reading processes
+    that count tokens with 2 threads each tokenize ~20% slower than with 1 each (docs/scaling.md)."""
+    os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
 
 
 class LocalWorkerPool(WorkerPool):
@@ -49,7 +57,11 @@ class LocalExecutor(Executor):
             return
         # Spawned, not forked: the driver may hold threads (torch, tokenizers) that a fork would copy mid-flight.
         context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(min(processes, len(items)), mp_context=context) as pool:
+        workers = min(processes, len(items))
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=context, initializer=share_cores, initargs=(threads,)
+        ) as pool:
             futures = [pool.submit(fn, item, *shared) for item in items]
             try:
                 for future in futures:
