@@ -159,6 +159,15 @@ def topk_estimate(real: RunConfig, docs_per_s: float, docs: int) -> str:
     )
 
 
+WALL_NOTES = [
+    "Wall times are wall-clock: they include any time the comparison shared the cores or was stopped (SIGSTOP) to "
+    "leave them idle for another benchmark. On 2026-12-03 (AMD EPYC): Quad seed 2's select ran beside the test "
+    "suite (1,760 s; seed 0's, alone, 1,067 s), and random seed 0's train (3,645 s) includes 3,290 s stopped "
+    "(≈ 355 s of training).",
+]
+"""What the measured walls of this record include besides the work: kept with the script that writes the record."""
+
+
 def stage_walls(document: dict[str, Any]) -> str:
     """Wall time of every stage each run ran (the shared upstream stages of the base run are listed apart)."""
     lines = ["| run | seed | docs scored | select | train | evaluate |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -266,6 +275,7 @@ def main() -> None:
             "the demo comparison (benchmarks/compare_methods.py).",
             same_runs_as_the_demo_comparison(document, demo_record),
             stage_walls(document),
+            *WALL_NOTES,
             *correlation_text(real, document.get("score_correlation")),
             summary_markdown(document, plot_name=plot_name),
         ]
