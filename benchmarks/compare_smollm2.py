@@ -162,7 +162,7 @@ def topk_estimate(real: RunConfig, docs_per_s: float, docs: int) -> str:
 WALL_NOTES = [
     "Wall times are wall-clock: they include any time the comparison shared the cores or was stopped (SIGSTOP) to "
     "leave them idle for another benchmark. On 2026-12-03 (AMD EPYC): Quad seed 2's select ran beside the test "
-    "suite (1,760 s; seed 0's, alone, 1,067 s), and random seed 0's train (3,645 s) includes 3,290 s stopped "
+    "suite (1,760 s, against 1,067 s for seed 0), and random seed 0's train (3,645 s) includes 3,290 s stopped "
     "(≈ 355 s of training).",
 ]
 """What the measured walls of this record include besides the work: kept with the script that writes the record."""
