@@ -21,7 +21,7 @@ R = TypeVar("R")
 def share_cores(threads: int) -> None:
     """Give a spawned process its share of the cores for the tokenizers' Rust thread pool (unless the user set one):
     N processes each starting a thread per core oversubscribe the machine N-fold, and on 2 cores two reading processes
-    that count tokens with 2 threads each tokenize ~20% slower than with 1 each (docs/scaling.md)."""
+    that count tokens took 19% longer with 2 threads each than with 1 each (docs/scaling.md)."""
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
 
 

@@ -1,4 +1,4 @@
-"""Ranking a whole pool by a per-document key without holding the pool (docs/scaling.md, "A bounded driver").
+"""Ranking a whole pool by a per-document key without holding the pool (docs/scaling.md, "What grows with the pool").
 
 Top-k influence, the quality classifier and perplexity filtering each give every document a key and take documents
 by descending key until the budget is full (`quadselect.select.budget`). Sorting the pool's keys needs them all in
