@@ -93,12 +93,18 @@ def write_values(parts: Iterable[np.ndarray], size: int, to: Path) -> np.ndarray
     return np.load(to, mmap_mode="r")
 
 
-def eligible_parts(shard_files: Sequence[Path], rows: np.ndarray) -> Iterator[np.ndarray]:
-    """The values of the eligible `rows` (ascending pool rows), shard by shard, from files of one value per pool
-    document (`.npy`, in pool order)."""
+def shard_values(shard_files: Sequence[Path]) -> Iterator[tuple[int, np.ndarray]]:
+    """(first pool row, values) of each file of one value per pool document (`.npy`, in pool order), one at a time."""
     start = 0
     for path in shard_files:
         values = np.load(path, allow_pickle=False)
+        yield start, values
+        start += values.size
+
+
+def eligible_parts(shard_files: Sequence[Path], rows: np.ndarray) -> Iterator[np.ndarray]:
+    """The values of the eligible `rows` (ascending pool rows), shard by shard, from files of one value per pool
+    document."""
+    for start, values in shard_values(shard_files):
         lo, hi = np.searchsorted(rows, [start, start + values.size])
         yield values[np.asarray(rows[lo:hi]) - start]
-        start += values.size

@@ -78,7 +78,7 @@ from quadselect.select.decontaminate import shard_contamination
 from quadselect.select.members import ClusterMembers
 from quadselect.select.method import Method, Need, Selection, SelectionInputs
 from quadselect.select.methods import get_method
-from quadselect.select.pool_arrays import EligibleArrays, eligible_parts, write_values
+from quadselect.select.pool_arrays import EligibleArrays, eligible_parts, shard_values, write_values
 from quadselect.select.semdedup import semantic_dedup
 from quadselect.stages.workers import BATCHES_PER_TASK, LossWorker, ScoringWorker
 
@@ -323,16 +323,14 @@ def _write_scored(
         if pool_score_files is None:
             writer.write_table(pa.table({"row": own_rows, "score": own_scores}, schema=schema))
             return
-        start = 0
-        for shard_file in pool_score_files:
-            values = np.load(shard_file, allow_pickle=False).astype(np.float64)
+        for start, shard_scores in shard_values(pool_score_files):
+            values = shard_scores.astype(np.float64)
             lo, hi = np.searchsorted(own_rows, [start, start + values.size])
             scored = np.isfinite(values)
             values[own_rows[lo:hi] - start] = own_scores[lo:hi]
             scored[own_rows[lo:hi] - start] = True  # the method's own score is kept even when not finite
             rows = np.flatnonzero(scored)
             writer.write_table(pa.table({"row": rows + start, "score": values[rows]}, schema=schema))
-            start += values.size
 
 
 class _Needs:
@@ -740,11 +738,8 @@ def _counted(parts: Iterable[np.ndarray], bar: ProgressBar) -> Iterator[np.ndarr
 
 def _flagged_rows(shard_files: list[Path]) -> Iterator[np.ndarray]:
     """The pool rows with a positive value, shard by shard, from per-shard files of one value per pool document."""
-    start = 0
-    for path in shard_files:
-        values = np.load(path, allow_pickle=False)
+    for start, values in shard_values(shard_files):
         yield np.flatnonzero(values > 0) + start
-        start += values.size
 
 
 def _shard_contamination(shard: str, index: NgramIndex, where: RunLocation) -> np.ndarray:
