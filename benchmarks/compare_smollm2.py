@@ -163,7 +163,8 @@ WALL_NOTES = [
     "Wall times are wall-clock: they include any time the comparison shared the cores or was stopped (SIGSTOP) to "
     "leave them idle for another benchmark. On 2026-12-03 (AMD EPYC): Quad seed 2's select ran beside the test "
     "suite (1,760 s, against 1,067 s for seed 0), and random seed 0's train (3,645 s) includes 3,290 s stopped "
-    "(≈ 355 s of training).",
+    "(≈ 355 s of training). The identity-Hessian ablation's reference step (in its seed-0 run) includes 117 s "
+    "stopped for a 2-minute prepare measurement.",
 ]
 """What the measured walls of this record include besides the work: kept with the script that writes the record."""
 

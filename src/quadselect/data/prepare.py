@@ -15,6 +15,7 @@ the duplicate-id check's hashes (8 bytes and a set entry per document of a role)
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections import Counter
@@ -219,7 +220,7 @@ class ShardTokenCounter:
         batch_docs: int,
         progress: Callable[[int], object] | None = None,
     ) -> None:
-        self.tokenizer = load_tokenizer(where.readable(tokenizer_dir))
+        self.tokenizer_dir = tokenizer_dir
         self.batch_docs = batch_docs
         self.progress = progress
         self.where = where
@@ -238,6 +239,12 @@ class ShardTokenCounter:
         _write_table_atomic(table, self.where.writable(item["dest"]))
         self.where.uploaded(item["dest"])
         return {"docs": table.num_rows}
+
+    @functools.cached_property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        """Loaded on first use: shards the read tasks counted (a given tokenizer) never need it, and a large
+        vocabulary takes a second to load in every worker."""
+        return load_tokenizer(self.where.readable(self.tokenizer_dir))
 
     def _counts(self, table: pa.Table) -> pa.Array:
         """The counts the read tasks made with the given tokenizer, else counted here with the trained one."""
