@@ -1,16 +1,18 @@
 import json
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from quadselect.api import run_pipeline
 from quadselect.config import load_config
 from quadselect.data import prepare as prepare_module
-from quadselect.data.shards import ShardSet
-from quadselect.data.tokenizer import count_tokens, load_tokenizer
+from quadselect.data.shards import RAW_SCHEMA, ShardSet
+from quadselect.data.tokenizer import count_tokens, load_tokenizer, train_bpe_tokenizer
 from quadselect.errors import InputDataError
 from quadselect.layout import RunLayout
+from quadselect.run_store import RunLocation
 from tests.support import make_config, texts, write_jsonl
 
 
@@ -122,3 +124,25 @@ def test_crash_during_token_counting_resumes_to_identical_shards(
     run_pipeline(crashed, until="prepare")
     assert _files(crashed.run_dir / "prepare" / "pool") == _files(clean.run_dir / "prepare" / "pool")
     assert not partial.exists()
+
+
+def test_shards_counted_while_reading_need_no_tokenizer_and_others_are_counted_by_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train_bpe_tokenizer(texts(40), 300).save_pretrained(tmp_path / "tok")
+    docs = texts(3)
+    for name, counts in (("counted", [7, 8, 9]), ("raw", [None, None, None])):
+        rows = {"doc_id": ["a", "b", "c"], "record": [0, 1, 2], "text": docs, "source": ["s"] * 3, "n_tokens": counts}
+        pq.write_table(pa.table(rows, schema=RAW_SCHEMA), tmp_path / f"{name}.parquet")
+    loads = []
+    real_load = prepare_module.load_tokenizer
+    monkeypatch.setattr(prepare_module, "load_tokenizer", lambda path: loads.append(path) or real_load(path))
+    counter = prepare_module.ShardTokenCounter(RunLocation.of(tmp_path, None), str(tmp_path / "tok"), batch_docs=2)
+
+    def counted(name: str) -> list[int]:
+        item = {"raw": str(tmp_path / f"{name}.parquet"), "dest": str(tmp_path / f"{name}.out.parquet")}
+        counter({**item, "label": "x", "record_offset": 0, "renames": None})
+        return pq.read_table(item["dest"])["n_tokens"].to_pylist()
+
+    assert counted("counted") == [7, 8, 9] and loads == []
+    assert counted("raw") == count_tokens(load_tokenizer(tmp_path / "tok"), docs) and len(loads) == 1
