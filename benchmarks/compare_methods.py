@@ -148,7 +148,10 @@ def run_comparison(base: RunConfig, args: argparse.Namespace, command: str, **na
 def progress_line(document: dict[str, Any]) -> str:
     """The measured-vs-estimated wall time of a finished comparison, or how far an unfinished one got."""
     if document.get("estimate_accuracy"):
-        return document["estimate_accuracy"]
+        return (
+            f"all {len(document['runs'])} runs measured; the last sitting, for the runs it did not reuse from a "
+            f"record, {document['estimate_accuracy']}"
+        )
     return f"not finished: {len(document['runs'])} of the {document['runs_planned']} planned runs measured"
 
 
