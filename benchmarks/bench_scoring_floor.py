@@ -10,7 +10,7 @@ Run by hand, after a demo run or the demo comparison's base run exists:
 1. **Profile** of one batch (`--batch-size` pool documents cut at factors.max_length tokens, float32): a training
    step (forward + backward with weight gradients); the forward alone; the forward and the input-gradient backward
    with the hooks installed but no layer work; plus the per-layer products Σ_t g_tᵀ ĝ a_t; plus the exact norms
-   (the whole hook scorer). Medians of `--repeats`.
+   (the whole hook scorer). Medians of `--repeats`, every timed call run in turn in each repeat.
 2. **Grid** r ∈ {exact, 64, 16, 4} × norm ∈ {exact, sketch k}: the scorer's time on that batch over the training
    step's, and Spearman's ρ of its scores against the exact scores over `--docs` (≥ 512) pool documents (a seeded
    sample, scored as the select stage scores them: windows, at most factors.max_windows of them).
@@ -60,18 +60,23 @@ HEADING = "## Scoring at the floor: rank-r ĝ_R and sketched norms (issue 20)"
 RANKS = (None, 64, 16, 4)
 
 
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each callable, timed round-robin (every repeat runs each once, in turn) after one warm-up
+    round: drift in the machine's speed (another process, the CPU's clock) then falls on every callable alike, where
+    timing one after another would charge it to whichever ran during it."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(seconds) for name, seconds in times.items()}
 
 
-def profile(model, layers, g_hat, batch, repeats: int) -> list[tuple[str, float]]:
-    """Seconds of each cumulative part of the hook scorer on `batch`, and of a training step."""
+def profile_parts(model, layers, g_hat, batch) -> dict[str, Callable[[], object]]:
+    """Each cumulative part of the hook scorer on `batch`, and a training step, to be timed."""
 
     def train_step() -> None:
         model.zero_grad(set_to_none=True)
@@ -94,16 +99,14 @@ def profile(model, layers, g_hat, batch, repeats: int) -> list[tuple[str, float]
         with torch.no_grad():
             model(**batch)
 
-    parts = [
-        ("training step (forward + backward, weight gradients)", median_seconds(train_step, repeats)),
-        ("forward only", median_seconds(forward, repeats)),
-        ("forward + input-gradient backward (hooks, no layer work)", median_seconds(tapped(lambda *_: None), repeats)),
-        ("… + per-layer products Σ_t g_tᵀ ĝ a_t", median_seconds(tapped(dots_only), repeats)),
-    ]
     scorer = InfluenceScorer(model, layers, g_hat)
-    parts.append(("… + exact norms (the hook scorer)", median_seconds(lambda: scorer.score(**batch), repeats)))
-    model.zero_grad(set_to_none=True)
-    return parts
+    return {
+        "training step (forward + backward, weight gradients)": train_step,
+        "forward only": forward,
+        "forward + input-gradient backward (hooks, no layer work)": tapped(lambda *_: None),
+        "… + per-layer products Σ_t g_tᵀ ĝ a_t": tapped(dots_only),
+        "… + exact norms (the hook scorer)": lambda: scorer.score(**batch),
+    }
 
 
 def select_with(quad_run: Path, setting: str) -> tuple[set[str], dict]:
@@ -133,7 +136,7 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=512, help="Pool documents the Spearman's ρ is measured over.")
     parser.add_argument("--batch-size", type=int, default=16, help="Documents of the timed batch.")
     parser.add_argument("--sketch-k", type=int, default=64, help="k of the sketched norm.")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     parser.add_argument("--no-record", action="store_true", help="Print only; leave RESULTS.md as it is.")
     parser.add_argument("--select", action="append", default=[], help="RANK:NORM settings to select Quad with.")
@@ -162,9 +165,6 @@ def main() -> None:
     batch = {"input_ids": padded.input_ids, "attention_mask": padded.attention_mask}
     batch_tokens = int(batch["attention_mask"].sum())
 
-    parts = profile(model, layers, exact, batch, args.repeats)
-    train_s = parts[0][1]
-
     def text_scores(direction, sketch) -> np.ndarray:
         scorer = TextScorer(
             model,
@@ -179,22 +179,28 @@ def main() -> None:
         return scorer.score_texts(texts)[0]
 
     reference_scores = text_scores(exact, None)
-    grid = []
+    settings = []
     for rank in RANKS:
         direction, energy = (exact, None) if rank is None else factorize(exact, rank)
         for sketch in (None, NormSketch(args.sketch_k, seed=0)):
+            exact_setting = rank is None and sketch is None
+            rho = 1.0 if exact_setting else float(spearmanr(reference_scores, text_scores(direction, sketch))[0])
+            print(f"rank {rank} norm {'sketch' if sketch else 'exact'}: ρ {rho:.4f}", flush=True)
             scorer = InfluenceScorer(model, layers, direction, norm_sketch=sketch)
-            seconds = median_seconds(lambda s=scorer: s.score(**batch), args.repeats)
-            rho = (
-                1.0
-                if rank is None and sketch is None
-                else float(spearmanr(reference_scores, text_scores(direction, sketch))[0])
-            )
-            grid.append((rank, sketch, seconds, rho, None if energy is None else min(energy.values())))
-            print(
-                f"rank {rank} norm {'sketch' if sketch else 'exact'}: {seconds / train_s:.2f}× step, ρ {rho:.4f}",
-                flush=True,
-            )
+            settings.append((rank, sketch, scorer, rho, None if energy is None else min(energy.values())))
+
+    parts = profile_parts(model, layers, exact, batch)
+    timed = {
+        **parts,
+        **{f"grid {i}": (lambda s=scorer: s.score(**batch)) for i, (_, _, scorer, _, _) in enumerate(settings)},
+    }
+    seconds_of = interleaved_medians(timed, args.repeats)
+    model.zero_grad(set_to_none=True)
+    train_s = seconds_of[next(iter(parts))]
+    grid = [
+        (rank, sketch, seconds_of[f"grid {i}"], rho, energy)
+        for i, (rank, sketch, _, rho, energy) in enumerate(settings)
+    ]
 
     commit = os.popen(f"git -C {ROOT} rev-parse --short HEAD").read().strip() or "unknown"
     params = sum(p.numel() for p in model.parameters())
@@ -204,12 +210,12 @@ def main() -> None:
         "",
         f"Proxy of `{args.run.name}`: {params / 1e6:.1f}M parameters, {len(layers)} tracked layers; its EK-FAC ĝ_R. "
         f"Timed batch: {args.batch_size} pool documents cut at {cap} tokens ({batch_tokens:,} tokens), float32, "
-        f"median of {args.repeats}. ρ: Spearman against the exact scores over {len(texts)} pool documents (seeded "
-        f"sample, windows as the select stage scores them).",
+        f"median of {args.repeats}, every timed call run in turn in each repeat. ρ: Spearman against the exact "
+        f"scores over {len(texts)} pool documents (seeded sample, windows as the select stage scores them).",
         "",
         "| part (cumulative) | s | × training step |",
         "| --- | ---: | ---: |",
-        *[f"| {name} | {seconds:.3f} | {seconds / train_s:.2f} |" for name, seconds in parts],
+        *[f"| {name} | {seconds_of[name]:.3f} | {seconds_of[name] / train_s:.2f} |" for name in parts],
         "",
         "| ĝ_R | norm | × training step | Spearman ρ vs exact | worst layer's energy kept |",
         "| --- | --- | ---: | ---: | ---: |",
@@ -220,7 +226,7 @@ def main() -> None:
         ],
     ]
     if args.select:
-        exact_docs, _ = select_with(args.quad_run, "exact:exact")
+        exact_docs, exact_selection = select_with(args.quad_run, "exact:exact")
         lines += [
             "",
             f"Quad's select stage on `{args.quad_run.relative_to(ROOT)}`'s config with each setting (Jaccard against "
@@ -229,8 +235,10 @@ def main() -> None:
             "| setting | docs scored | select wall (s) | Jaccard vs exact |",
             "| --- | ---: | ---: | ---: |",
         ]
-        for setting in args.select:
-            docs, selection = select_with(args.quad_run, setting)
+        for setting in ["exact:exact", *args.select]:
+            docs, selection = (
+                (exact_docs, exact_selection) if setting == "exact:exact" else select_with(args.quad_run, setting)
+            )
             jaccard = len(docs & exact_docs) / len(docs | exact_docs)
             lines.append(
                 f"| {setting} | {selection['docs_scored']:,} | {selection['select_wall_s']:.1f} | {jaccard:.3f} |"
