@@ -11,9 +11,10 @@ Run by hand, after a demo run or the demo comparison's base run exists:
    step (forward + backward with weight gradients); the forward alone; the forward and the input-gradient backward
    with the hooks installed but no layer work; plus the per-layer products Σ_t g_tᵀ ĝ a_t; plus the exact norms
    (the whole hook scorer). Medians of `--repeats`, every timed call run in turn in each repeat.
-2. **Grid** r ∈ {exact, 64, 16, 4} × norm ∈ {exact, sketch k}: the scorer's time on that batch over the training
-   step's, and Spearman's ρ of its scores against the exact scores over `--docs` (≥ 512) pool documents (a seeded
-   sample, scored as the select stage scores them: windows, at most factors.max_windows of them).
+2. **Grid** r ∈ `--ranks` (exact, 64, 16, 4 by default) × norm ∈ {exact, sketch k}: the scorer's time on that
+   batch over the training step's, and Spearman's ρ of its scores against the exact scores over `--docs` (≥ 512)
+   pool documents (a seeded sample, scored as the select stage scores them: windows, at most factors.max_windows of
+   them).
 
 3. **Selections** (`--select RANK:NORM`, repeatable, e.g. `--select exact:exact --select 16:sketch`): Quad's
    select stage rerun on the demo comparison's Quad seed-0 run (`--quad-run`) with each setting, in its own run
@@ -57,7 +58,6 @@ from quadselect.run import Runner
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADING = "## Scoring at the floor: rank-r ĝ_R and sketched norms (issue 20)"
-RANKS = (None, 64, 16, 4)
 
 
 def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -137,6 +137,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="Documents of the timed batch.")
     parser.add_argument("--sketch-k", type=int, default=64, help="k of the sketched norm.")
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument(
+        "--ranks",
+        default="exact,64,16,4",
+        help="Comma-separated ranks of ĝ_R for the grid (`exact` for the full matrix); exact must come first.",
+    )
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     parser.add_argument("--no-record", action="store_true", help="Print only; leave RESULTS.md as it is.")
     parser.add_argument("--select", action="append", default=[], help="RANK:NORM settings to select Quad with.")
@@ -147,6 +152,9 @@ def main() -> None:
         help="The finished Quad run whose selection --select repeats.",
     )
     args = parser.parse_args()
+    ranks = [None if rank == "exact" else int(rank) for rank in args.ranks.split(",")]
+    if ranks[0] is not None:
+        sys.exit("--ranks must start with exact: every other setting's ρ is measured against it")
 
     config = load_config(args.run / "config.resolved.yaml")
     layout = RunLayout(config.run_dir)
@@ -180,7 +188,7 @@ def main() -> None:
 
     reference_scores = text_scores(exact, None)
     settings = []
-    for rank in RANKS:
+    for rank in ranks:
         direction, energy = (exact, None) if rank is None else factorize(exact, rank)
         for sketch in (None, NormSketch(args.sketch_k, seed=0)):
             exact_setting = rank is None and sketch is None
