@@ -172,6 +172,7 @@ WALL_NOTES = [
 def stage_walls(document: dict[str, Any]) -> str:
     """Wall time of every stage each run ran (the shared upstream stages of the base run are listed apart)."""
     lines = ["| run | seed | docs scored | select | train | evaluate |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    any_resumed = False
     for run in document["runs"]:
         walls = dict(run.get("stage_wall_s", {}))
         resumed = "select" not in walls and run.get("select_wall_s") is not None
@@ -179,8 +180,10 @@ def stage_walls(document: dict[str, Any]) -> str:
             walls["select"] = run["select_wall_s"]
         cells = [f"{walls[s]:.0f} s" if s in walls else "–" for s in ("select", "train", "evaluate")]
         cells[0] += " †" if resumed else ""
+        any_resumed |= resumed
         lines.append(f"| {run['label']} | {run['seed']} | {run['cost']['docs_scored']:,} | " + " | ".join(cells) + " |")
-    lines += ["", "† the selection's own wall from its selection.json: the run resumed after a kill past its select."]
+    if any_resumed:
+        lines += ["", "† the selection's own wall (its selection.json): the run resumed after a kill past its select."]
     return "\n".join(lines)
 
 
