@@ -17,7 +17,8 @@ do not grow with the pool: the configuration that runs them first is timed, a la
 (the same fingerprints, since prepare's artifacts are the same on every executor; a stage whose fingerprint differed
 would simply run). Each configuration has its own run
 directory under `--workdir`; a stage measured before is not rerun (measurements are kept in
-`--workdir/measured.json`), so a killed benchmark goes on where it stopped.
+`--workdir/measured.json`), so a killed benchmark goes on where it stopped; the stage it was killed in starts over
+(its work folder is discarded), so every recorded wall is a whole stage's.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -40,7 +42,7 @@ from compare_methods import machine
 
 from quadselect.atomic import write_json
 from quadselect.compare.runs import link_stages
-from quadselect.layout import RunLayout
+from quadselect.layout import PARTIAL_SUFFIX, RunLayout
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADING = "## A 2M-document pool through the pipeline, and a projection to SlimPajama (issue 18)"
@@ -194,6 +196,15 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def discard_partial(run_dir: Path, stage: str) -> None:
+    """Remove the work folder a killed benchmark left for `stage`: the stage would resume from it and report only the
+    resumed part's wall, where this benchmark records what the whole stage costs."""
+    partial = run_dir / f"{stage}{PARTIAL_SUFFIX}"
+    if partial.exists():
+        print(f"{partial}: left by a killed run; {stage} starts over so that its wall is the whole stage's", flush=True)
+        shutil.rmtree(partial)
+
+
 def run_stage(stage: str, config: Path) -> dict[str, Any]:
     """`quadselect <stage> CONFIG` in a subprocess, watched; the stage's summary and timing from its marker."""
     quadselect = str(Path(sys.executable).parent / "quadselect")
@@ -289,6 +300,8 @@ def main() -> None:
             source = _measured_by(measured, stage, workdir) if stage in POOL_INDEPENDENT else None
             if source is not None:
                 link_stages(_run_dir(workdir, source), _run_dir(workdir, name), (stage,))
+            else:
+                discard_partial(_run_dir(workdir, name), stage)
             result = run_stage(stage, config)
             if source is not None and os.path.samefile(
                 RunLayout(_run_dir(workdir, name)).marker(stage), RunLayout(_run_dir(workdir, source)).marker(stage)
