@@ -42,6 +42,7 @@ from compare_methods import machine
 
 from quadselect.atomic import write_json
 from quadselect.compare.runs import link_stages
+from quadselect.demo import demo_config_dict
 from quadselect.layout import PARTIAL_SUFFIX, RunLayout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,6 +60,8 @@ one's (the same artifacts on every executor, so the same fingerprints) instead o
 FILES = 8
 SLIMPAJAMA_DOCS = 590_000_000  # SlimPajama-627B: 627B tokens in ≈ 590M documents (its dataset card)
 SLIMPAJAMA_BYTES = 2.6e12  # ≈ 4.4 kB of text per document
+DEMO = demo_config_dict(Path("unused"))
+"""The demo's proxy and factors settings: the proxy this benchmark scores with is the demo's, trained on this pool."""
 PYTHONPATH = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}  # the code this runs
 
 
@@ -121,6 +124,7 @@ def write_config(workdir: Path, name: str, pool: Path, reference: Path, override
         "run_dir": str(_run_dir(workdir, name)),
         "data": {"pool": [{"path": str(pool), "id_field": "id"}], "reference": [{"path": str(reference)}]},
         "embed": {"model": "static"},
+        **{section: DEMO[section] for section in ("proxy", "factors")},
         "select": {"method": "quad", "budget_fraction": 0.01},
         "export": {"format": "jsonl"},
         **overrides,
