@@ -1,4 +1,6 @@
 import json
+import logging
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -40,6 +42,16 @@ def test_prepare_writes_bounded_token_counted_shards(small_inputs: Path) -> None
     assert summary["pool"]["tokens"] == sum(table["n_tokens"].to_pylist())
     assert summary["pool"]["sources"]["pool"]["docs"] == 300
     assert not (cfg.run_dir / "prepare" / "raw").exists()
+
+
+def test_the_log_says_how_long_each_step_took(small_inputs: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = load_config(make_config(small_inputs))
+    with caplog.at_level(logging.INFO, logger="quadselect.stages.prepare"):
+        run_pipeline(cfg, until="prepare")
+    timed = [re.fullmatch(r"prepare: (.+) in (\d+\.\d) s", r.getMessage()) for r in caplog.records]
+    steps = [(m.group(1), float(m.group(2))) for m in timed if m]
+    assert [name for name, _ in steps] == ["read the inputs", "the tokenizer", "counted tokens"]
+    assert all(seconds >= 0 for _, seconds in steps)
 
 
 def test_shards_respect_the_byte_bound(small_inputs: Path) -> None:

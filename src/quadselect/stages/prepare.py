@@ -10,6 +10,9 @@ from __future__ import annotations
 import functools
 import logging
 import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +41,13 @@ def run_prepare(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.config
     work = PrepareFiles(ctx.work_dir)
     raw_dir = ctx.work_dir / "raw"
-    raw_summary = _read_inputs_step(ctx, raw_dir)
-    _tokenizer_step(cfg, raw_dir, work.tokenizer)
+    with _timed("read the inputs"):
+        raw_summary = _read_inputs_step(ctx, raw_dir)
+    with _timed("the tokenizer"):
+        _tokenizer_step(cfg, raw_dir, work.tokenizer)
     roles = [role for role in ROLES if role in raw_summary["roles"]]
-    _count_tokens_step(ctx, raw_dir, roles)
+    with _timed("counted tokens"):
+        _count_tokens_step(ctx, raw_dir, roles)
     summary: dict[str, Any] = {
         "problems": raw_summary["problems"],
         "roles": {
@@ -66,6 +72,16 @@ def run_prepare(ctx: StageContext) -> dict[str, Any]:
         summary["roles"]["reference"]["docs"],
     )
     return summary
+
+
+@contextmanager
+def _timed(step: str) -> Iterator[None]:
+    """Log how long a step took: where prepare's time goes (reading, the tokenizer, counting) differs with the
+    tokenizer and the number of reading processes, and the log is where a user looks first. Logs only, never the
+    summary, whose artifacts must not depend on the machine."""
+    start = time.perf_counter()
+    yield
+    log.info("prepare: %s in %.1f s", step, time.perf_counter() - start)
 
 
 def _read_inputs_step(ctx: StageContext, raw_dir: Path) -> dict[str, Any]:
