@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -62,6 +63,8 @@ SLIMPAJAMA_DOCS = 590_000_000  # SlimPajama-627B: 627B tokens in ≈ 590M docume
 SLIMPAJAMA_BYTES = 2.6e12  # ≈ 4.4 kB of text per document
 DEMO = demo_config_dict(Path("unused"))
 """The demo's proxy and factors settings: the proxy this benchmark scores with is the demo's, trained on this pool."""
+STEP_WALL = re.compile(r"prepare: (.+?) in ([0-9.]+) s")
+"""prepare's log line for each step's wall (stages/prepare.py, `_timed`)."""
 PYTHONPATH = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}  # the code this runs
 
 
@@ -210,22 +213,33 @@ def discard_partial(run_dir: Path, stage: str) -> None:
 
 
 def run_stage(stage: str, config: Path) -> dict[str, Any]:
-    """`quadselect <stage> CONFIG` in a subprocess, watched; the stage's summary and timing from its marker."""
+    """`quadselect <stage> CONFIG` in a subprocess, watched; the stage's summary and timing from its marker, and
+    (prepare) the walls of its steps from its log, kept beside the configuration as `<config>.<stage>.log`."""
     quadselect = str(Path(sys.executable).parent / "quadselect")
     env = {"QUADSELECT_NO_PROGRESS": "1", "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", **PYTHONPATH}
+    log_path = config.with_suffix(f".{stage}.log")
     start = time.perf_counter()
-    proc = subprocess.Popen([quadselect, "--quiet", stage, str(config)], env=env, stderr=subprocess.PIPE, text=True)
-    watcher = TreeWatcher(proc.pid)
-    watcher.start()
-    _, stderr = proc.communicate()
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.Popen([quadselect, stage, str(config)], env=env, stderr=log)
+        watcher = TreeWatcher(proc.pid)
+        watcher.start()
+        proc.wait()
     watcher.stopped.set()
     watcher.join()
     wall = time.perf_counter() - start
+    text = log_path.read_text(encoding="utf-8")
     if proc.returncode != 0:
-        sys.exit(f"{stage} failed ({config}):\n{stderr[-3000:]}")
+        sys.exit(f"{stage} failed ({config}):\n{text[-3000:]}")
     run_dir = Path(yaml.safe_load(config.read_text())["run_dir"])
     marker = json.loads(RunLayout(run_dir).marker(stage).read_text())
-    return {"wall_s": round(wall, 1), "stage_s": marker["wall_s"], **watcher.summary(), "summary": marker["summary"]}
+    steps = {step: float(s) for step, s in STEP_WALL.findall(text)}
+    return {
+        "wall_s": round(wall, 1),
+        "stage_s": marker["wall_s"],
+        **watcher.summary(),
+        "summary": marker["summary"],
+        **({"steps_s": steps} if steps else {}),
+    }
 
 
 def table(measured: dict[str, dict[str, Any]], pool_bytes: int, docs: int) -> str:
@@ -250,6 +264,22 @@ def table(measured: dict[str, dict[str, Any]], pool_bytes: int, docs: int) -> st
                 f"{workers} | {daemons} |"
             )
     return "\n".join(lines)
+
+
+def prepare_steps(measured: dict[str, dict[str, Any]], pool_bytes: int) -> str:
+    """Where prepare's time went in each configuration: reading (JSON parsing, the bad-input policies, the shards),
+    training the tokenizer (on a sample, so no MB/s), and counting tokens (tokenizing every document), from its
+    log."""
+    lines = []
+    for name in CONFIGS:
+        steps = measured.get(name, {}).get("prepare", {}).get("steps_s")
+        if steps:
+            parts = ", ".join(
+                f"{step} {s:.0f} s" + ("" if step == "the tokenizer" else f" ({pool_bytes / 1e6 / s:.1f} MB/s)")
+                for step, s in steps.items()
+            )
+            lines.append(f"- {name}: {parts}")
+    return "prepare's steps, from its log:\n\n" + "\n".join(lines) if lines else ""
 
 
 def projection(measured: dict[str, Any], pool_bytes: int, docs: int) -> str:
@@ -316,14 +346,17 @@ def main() -> None:
             print(f"{name}: {stage} {result['stage_s']:.0f} s, driver {result['driver_mb']} MB", flush=True)
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     body = "\n\n".join(
-        [
+        part
+        for part in [
             f"`python benchmarks/bench_scale.py --docs {args.docs}` — {time.strftime('%Y-%m-%d')}, commit "
             f"`{commit.stdout.strip()}`. Machine: {machine()}. Pool: {args.docs:,} documents, "
             f"{pool_bytes / 1e9:.2f} GB of JSONL in {FILES} files (demo documents cut, shuffled and cycled).",
             table(measured, pool_bytes, args.docs),
+            prepare_steps(measured, pool_bytes),
             "Projection to SlimPajama-627B (≈ 590M documents, ≈ 2.6 TB of text) from the 2-process local run:",
             projection(measured, pool_bytes, args.docs),
         ]
+        if part
     )
     update_section(args.results, HEADING, body)
     print(f"results: {args.results}")
