@@ -5,6 +5,8 @@ from __future__ import annotations
 import builtins
 import functools
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -151,3 +153,22 @@ def test_workers_that_cannot_be_placed_are_refused_on_a_ray_started_here(caplog:
     gpu = RayExecutor(RayConfig(workers=1, gpus_per_worker=1))
     gpu._check_fits(two_cpus, 1)  # joined a running cluster: an autoscaler may add a GPU node, so only a warning
     assert "1 GPUs, the cluster has 0" in caplog.text
+
+
+def test_processes_started_by_the_command_line_do_not_import_the_stages(tmp_path: Path) -> None:
+    """A spawned reading process runs the parent's main script (the `quadselect` entry point) first; it must not
+    import every stage (torch, transformers) there, while the command line itself still has its stage commands."""
+    script = tmp_path / "entry.py"
+    script.write_text(
+        "import sys\n"
+        "from quadselect.cli import app\n"
+        "from quadselect.engine import LocalExecutor\n"
+        "def heavy_modules(_item):\n"
+        "    return sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
+        "if __name__ == '__main__':\n"
+        "    commands = {c.name for c in app.registered_commands}\n"
+        "    print('prepare' in commands and 'select' in commands)\n"
+        "    print(list(LocalExecutor().map(heavy_modules, [1, 2], processes=2)))\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[:2] == ["True", "[[], []]"]
