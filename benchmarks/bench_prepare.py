@@ -27,6 +27,8 @@ import yaml
 from quadselect.layout import RunLayout
 
 ROOT = Path(__file__).resolve().parents[1]
+STEP_WALL = re.compile(r"prepare: (.+?) in ([0-9.]+) s")
+"""prepare's log line for each step's wall (stages/prepare.py, `_timed`)."""
 PYTHONPATH = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}  # the code this runs
 
 
@@ -54,7 +56,7 @@ def write_pool(path: Path, size_bytes: int) -> int:
 
 def run_prepare(workdir: Path, pool: Path, ref: Path, name: str, prepare: dict, tokenizer: dict) -> dict:
     """`quadselect prepare` in a subprocess under `/usr/bin/time -v`: wall time, the peak RSS of the largest process
-    (the driver or a reading process) and the stage's summary."""
+    (the driver or a reading process), the stage's summary and its steps' walls (from its log)."""
     run_dir = workdir / name
     subprocess.run(["rm", "-rf", str(run_dir)], check=True)
     config = workdir / f"{name}.yaml"
@@ -64,7 +66,7 @@ def run_prepare(workdir: Path, pool: Path, ref: Path, name: str, prepare: dict, 
     )
     start = time.perf_counter()
     proc = subprocess.run(
-        ["/usr/bin/time", "-v", str(Path(sys.executable).parent / "quadselect"), "--quiet", "prepare", str(config)],
+        ["/usr/bin/time", "-v", str(Path(sys.executable).parent / "quadselect"), "prepare", str(config)],
         capture_output=True,
         text=True,
         env={"QUADSELECT_NO_PROGRESS": "1", "PATH": "/usr/bin:/bin", **PYTHONPATH},
@@ -74,7 +76,8 @@ def run_prepare(workdir: Path, pool: Path, ref: Path, name: str, prepare: dict, 
         sys.exit(proc.stderr[-3000:])
     rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
     marker = json.loads(RunLayout(run_dir).marker("prepare").read_text())
-    return {"wall": wall, "rss_mb": rss_kb / 1024, "summary": marker["summary"], "run_dir": run_dir}
+    steps = {step: float(s) for step, s in STEP_WALL.findall(proc.stderr)}
+    return {"wall": wall, "rss_mb": rss_kb / 1024, "summary": marker["summary"], "run_dir": run_dir, "steps": steps}
 
 
 ENCODE = """
@@ -158,13 +161,16 @@ def main() -> None:
     )
     print()
     print(
-        "| tokenizer | reading processes | wall (s) | MB/s | × tokenizer, 2 threads | peak RSS, largest process (MB) |"
+        "| tokenizer | reading processes | wall (s) | MB/s | × tokenizer, 2 threads | read / tokenizer / count (s) "
+        "| peak RSS, largest process (MB) |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for label, results in (("trained here (BPE)", runs), ("given (tokenizer.path)", counted)):
         for p, r in results.items():
             rate = mb / r["wall"]
-            print(f"| {label} | {p} | {r['wall']:.0f} | {rate:.2f} | {rate / rates[2]:.2f} | {r['rss_mb']:.0f} |")
+            steps = " / ".join(f"{s:.0f}" for s in r["steps"].values())
+            ratio = rate / rates[2]
+            print(f"| {label} | {p} | {r['wall']:.0f} | {rate:.2f} | {ratio:.2f} | {steps} | {r['rss_mb']:.0f} |")
 
 
 if __name__ == "__main__":
