@@ -63,6 +63,7 @@ SLIMPAJAMA_DOCS = 590_000_000  # SlimPajama-627B: 627B tokens in ≈ 590M docume
 SLIMPAJAMA_BYTES = 2.6e12  # ≈ 4.4 kB of text per document
 DEMO = demo_config_dict(Path("unused"))
 """The demo's proxy and factors settings: the proxy this benchmark scores with is the demo's, trained on this pool."""
+PREPARE_STEPS = ("read the inputs", "the tokenizer", "counted tokens")
 STEP_WALL = re.compile(r"prepare: (.+?) in ([0-9.]+) s")
 """prepare's log line for each step's wall (stages/prepare.py, `_timed`)."""
 PYTHONPATH = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}  # the code this runs
@@ -280,8 +281,10 @@ def prepare_steps(measured: dict[str, dict[str, Any]], pool_bytes: int) -> str:
         steps = measured.get(name, {}).get("prepare", {}).get("steps_s")
         if steps:
             parts = ", ".join(
-                f"{step} {s:.0f} s" + ("" if step == "the tokenizer" else f" ({pool_bytes / 1e6 / s:.1f} MB/s)")
-                for step, s in steps.items()
+                f"{step} {steps[step]:.0f} s"
+                + ("" if step == "the tokenizer" else f" ({pool_bytes / 1e6 / steps[step]:.1f} MB/s)")
+                for step in PREPARE_STEPS
+                if step in steps
             )
             lines.append(f"- {name}: {parts}")
     return "prepare's steps, from its log:\n\n" + "\n".join(lines) if lines else ""
