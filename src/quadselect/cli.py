@@ -436,7 +436,7 @@ def _in_a_worker_process() -> bool:
     """Whether `multiprocessing` is running this entry point as the parent's main script in a process it started (the
     local executor's reading processes), which it does under the name `__mp_main__` before the process's task. Such a
     process needs no commands, and registering them imports every stage (torch, transformers): several seconds for
-    each reading process before it read a byte (docs/scaling.md, "What it costs")."""
+    each reading process before it read a byte (docs/scaling.md, "Settings for a large pool")."""
     return "__mp_main__" in sys.modules
 
 
