@@ -434,10 +434,12 @@ def _register_stage_commands() -> None:
 
 def _in_a_worker_process() -> bool:
     """Whether `multiprocessing` is running this entry point as the parent's main script in a process it started (the
-    local executor's reading processes), which it does under the name `__mp_main__` before the process's task. Such a
-    process needs no commands, and registering them imports every stage (torch, transformers): several seconds for
-    each reading process before it read a byte (docs/scaling.md, "Settings for a large pool")."""
-    return "__mp_main__" in sys.modules
+    local executor's reading processes), which it does as a module named `__mp_main__` before the process's task.
+    (Importing `multiprocessing` anywhere registers the real `__main__` under that key too, so the module's name is
+    what tells them apart.) Such a process needs no commands, and registering them imports every stage (torch,
+    transformers): several seconds for each reading process before it read a byte (docs/scaling.md, "Settings for a
+    large pool")."""
+    return getattr(sys.modules.get("__mp_main__"), "__name__", None) == "__mp_main__"
 
 
 if not _in_a_worker_process():

@@ -157,9 +157,11 @@ def test_workers_that_cannot_be_placed_are_refused_on_a_ray_started_here(caplog:
 
 def test_processes_started_by_the_command_line_do_not_import_the_stages(tmp_path: Path) -> None:
     """A spawned reading process runs the parent's main script (the `quadselect` entry point) first; it must not
-    import every stage (torch, transformers) there, while the command line itself still has its stage commands."""
+    import every stage (torch, transformers) there, while the command line itself still has its stage commands, also
+    where `multiprocessing` was imported before it (which registers the parent's `__main__` as `__mp_main__`)."""
     script = tmp_path / "entry.py"
     script.write_text(
+        "import multiprocessing\n"
         "import sys\n"
         "from quadselect.cli import app\n"
         "from quadselect.engine import LocalExecutor\n"
