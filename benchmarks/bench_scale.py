@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -39,6 +38,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import yaml
 from _results_md import update_section
+from bench_prepare import STEP_WALL
 from compare_methods import machine
 
 from quadselect.atomic import write_json
@@ -64,8 +64,6 @@ SLIMPAJAMA_BYTES = 2.6e12  # ≈ 4.4 kB of text per document
 DEMO = demo_config_dict(Path("unused"))
 """The demo's proxy and factors settings: the proxy this benchmark scores with is the demo's, trained on this pool."""
 PREPARE_STEPS = ("read the inputs", "the tokenizer", "counted tokens")
-STEP_WALL = re.compile(r"prepare: (.+?) in ([0-9.]+) s")
-"""prepare's log line for each step's wall (stages/prepare.py, `_timed`)."""
 PYTHONPATH = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}  # the code this runs
 
 
